@@ -1,0 +1,32 @@
+# make demo  -> creates .venv (once), then runs the demo on synthetic_flowers.
+# make test  -> creates .venv (once), then runs the test suite (fails if no test ran).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+# Re-installs only when requirements.lock changes; otherwise a no-op.
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m slimflowers.demo
+
+test: install
+	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+bench: install
+	$(PY) bench/input_pipeline_bench.py
+
+clean:
+	rm -rf $(VENV)
