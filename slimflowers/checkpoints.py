@@ -1,0 +1,160 @@
+"""Checkpoint layout, TF-Slim-style scopes, and fine-tuning restores.
+
+    python train_image_classifier.py ... --checkpoint_path=resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+        --checkpoint_exclude_scopes=logits --trainable_scopes=logits
+
+Scopes are prefixes of Keras 3 variable paths (`v.path`, e.g. "logits/kernel",
+"conv1_conv/kernel"). Restores go by variable path, not by object-graph position:
+the source (one of our checkpoints, or a keras.applications weight file) is
+loaded into a model of its own architecture, and weights are copied by path into
+the model being trained, so a different head, an aux head switched on or off, or
+a different number of classes can never silently shift weights onto the wrong layer.
+"""
+import json
+import os
+
+from absl import logging
+import tensorflow as tf
+
+import nets
+
+MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
+GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+WEIGHT_FILE_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def model_config(model_name, num_classes, overrides, image_size, preprocessing_name):
+  """What it takes to rebuild the model a checkpoint holds; saved inside every checkpoint."""
+  return {"model_name": nets.get_spec(model_name).name, "num_classes": int(num_classes),
+          "overrides": dict(overrides), "image_size": int(image_size),
+          "preprocessing_name": preprocessing_name}
+
+
+def make_checkpoint(*, global_step, model, optimizer=None, ema_model=None, model_config=None):  # pylint: disable=redefined-outer-name
+  """The object graph of every training checkpoint (see ARCHITECTURE.md)."""
+  items = {"global_step": global_step, "model": model}
+  if optimizer is not None:
+    items["optimizer"] = optimizer
+  if ema_model is not None:
+    items["ema_model"] = ema_model
+  if model_config is not None:
+    items["model_config"] = tf.Variable(json.dumps(model_config, sort_keys=True), trainable=False,
+                                        dtype=tf.string)
+  return tf.train.Checkpoint(**items)
+
+
+def resolve_checkpoint(path):
+  """A checkpoint prefix, or the latest checkpoint of a directory; clear error otherwise."""
+  if os.path.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise FileNotFoundError(f"No checkpoint in directory {path!r} (looked for a 'checkpoint' index file "
+                              "written by tf.train.CheckpointManager). Pass a train_dir that has checkpoints, "
+                              "or a checkpoint prefix such as DIR/ckpt-1000.")
+    return latest
+  if tf.io.gfile.exists(path + ".index"):
+    return path
+  raise FileNotFoundError(f"--checkpoint_path={path!r} is neither a directory with checkpoints, a checkpoint "
+                          f"prefix (no {path}.index), nor a weight file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
+
+
+def read_model_config(ckpt_path):
+  reader = tf.train.load_checkpoint(ckpt_path)
+  if not reader.has_tensor(MODEL_CONFIG_KEY):
+    return None
+  value = reader.get_tensor(MODEL_CONFIG_KEY)
+  return json.loads(value.decode() if isinstance(value, bytes) else value)
+
+
+def read_global_step(ckpt_path):
+  reader = tf.train.load_checkpoint(ckpt_path)
+  return int(reader.get_tensor(GLOBAL_STEP_KEY)) if reader.has_tensor(GLOBAL_STEP_KEY) else None
+
+
+def _matches(path, scopes):
+  """TF-Slim's scope semantics: a plain prefix of the variable path."""
+  return any(path.startswith(s) for s in scopes if s)
+
+
+def _all_layers(model):
+  return model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+
+
+def select_trainable(model, trainable_scopes):
+  """Returns the variables to train; freezes layers with no variable under `trainable_scopes`.
+
+  Frozen layers are set `trainable=False`, so their batch-norm statistics stay
+  untouched too: variables outside the scopes stay bit-identical.
+  """
+  if not trainable_scopes:
+    return list(model.trainable_variables)
+  selected = [v for v in model.trainable_variables if _matches(v.path, trainable_scopes)]
+  if not selected:
+    example = sorted({v.path.split("/")[0] for v in model.trainable_variables})
+    raise ValueError(f"--trainable_scopes={','.join(trainable_scopes)} matches no variable of the model. "
+                     f"Scopes are prefixes of variable paths; top-level scopes of this model include: "
+                     f"{', '.join(example[:12])}{' ...' if len(example) > 12 else ''} (the head is 'logits').")
+  for layer in _all_layers(model):
+    if layer.weights and not any(_matches(v.path, trainable_scopes) for v in layer.weights):
+      layer.trainable = False
+  return [v for v in model.trainable_variables if _matches(v.path, trainable_scopes)]
+
+
+def _source_model(path, model_name):
+  """Builds a model holding the source weights: ours from a checkpoint, or a keras.applications file."""
+  if path.endswith(WEIGHT_FILE_SUFFIXES):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"Weight file {path!r} does not exist.")
+    return nets.model_from_weight_file(model_name, path), path
+  ckpt_path = resolve_checkpoint(path)
+  cfg = read_model_config(ckpt_path)
+  if cfg is None:
+    raise ValueError(f"{ckpt_path} is not a slimflowers checkpoint (no model_config in it). Use one written "
+                     "by train_image_classifier.py, or a keras.applications weight file (.h5).")
+  if cfg["model_name"] != nets.get_spec(model_name).name:
+    raise ValueError(f"{ckpt_path} holds a {cfg['model_name']} but --model_name={model_name}. "
+                     f"Use --model_name={cfg['model_name']} or another checkpoint.")
+  source = nets.get_model(cfg["model_name"], cfg["num_classes"], **cfg["overrides"])
+  tf.train.Checkpoint(model=source).read(ckpt_path).expect_partial().assert_existing_objects_matched()
+  return source, ckpt_path
+
+
+def copy_weights(target, source, *, exclude_scopes=(), ignore_missing_vars=False, source_name="the checkpoint"):
+  """Copies weights from `source` to `target` by variable path. Returns the list of restored paths."""
+  by_path = {v.path: v for v in source.weights}
+  missing, mismatched, restored = [], [], []
+  for v in target.weights:
+    if _matches(v.path, exclude_scopes):
+      continue
+    src = by_path.get(v.path)
+    if src is None:
+      missing.append(v.path)
+    elif tuple(src.shape) != tuple(v.shape):
+      mismatched.append(f"{v.path}: model {tuple(v.shape)} vs {source_name} {tuple(src.shape)}")
+    else:
+      restored.append((v, src))
+  if mismatched:
+    scopes = sorted({m.split("/")[0] for m in mismatched})
+    raise ValueError("Shapes differ between the model and " + source_name + " for:\n  " + "\n  ".join(mismatched) +
+                     f"\nExclude them with --checkpoint_exclude_scopes={','.join(scopes)} (typically the "
+                     "classification head, 'logits', when the number of classes differs).")
+  if missing and not ignore_missing_vars:
+    raise ValueError(f"{len(missing)} variable(s) of the model are not in {source_name}:\n  " +
+                     "\n  ".join(missing[:20]) + ("\n  ..." if len(missing) > 20 else "") +
+                     "\nExclude them with --checkpoint_exclude_scopes, or pass --ignore_missing_vars "
+                     "to leave them at their initial values.")
+  for v, src in restored:
+    v.assign(tf.cast(src.value, v.dtype))
+  if missing:
+    logging.warning("--ignore_missing_vars: %d variable(s) not in %s left at init: %s", len(missing), source_name,
+                    missing[:10])
+  return [v.path for v, _ in restored]
+
+
+def restore_for_fine_tuning(model, path, *, model_name, exclude_scopes=(), ignore_missing_vars=False):
+  """Initializes `model` from --checkpoint_path with TF-Slim's exclude semantics. Returns the source used."""
+  source, resolved = _source_model(path, model_name)
+  restored = copy_weights(model, source, exclude_scopes=exclude_scopes, ignore_missing_vars=ignore_missing_vars,
+                          source_name=resolved)
+  logging.info("Restored %d variables from %s.", len(restored), resolved)
+  return resolved

@@ -1,0 +1,85 @@
+"""The training flags: TF-Slim's names and defaults, defined in exactly one place.
+
+A flag left unset (None) means "the net's or the dataset's default": the
+resolved values are written to TRAIN_DIR/flags.txt.
+"""
+from absl import flags
+
+from slimflowers import devices
+from slimflowers import optim
+
+AUGMENTS = ("none", "randaugment", "autoaugment")
+
+
+def define_flags():
+  """Defines the trainer's flags on absl's global FLAGS (idempotent per process)."""
+  # Run.
+  flags.DEFINE_string("train_dir", None, "Where checkpoints, summaries, flags.txt and run_info.json go.")
+  flags.DEFINE_string("dataset_name", "synthetic_flowers", "Dataset name (see datasets.list_datasets()).")
+  flags.DEFINE_string("dataset_dir", None, "Directory written by download_and_convert_data.py.")
+  flags.DEFINE_string("dataset_split_name", "train", "Split to train on.")
+  flags.DEFINE_string("model_name", "inception_v3", "Network name or alias (python -m nets lists them).")
+  flags.DEFINE_string("preprocessing_name", None, "inception or vgg; default: the net's.")
+  flags.DEFINE_integer("train_image_size", None, "Training image size; default: the net's.")
+  flags.DEFINE_integer("batch_size", 32, "Global batch size (split over all replicas).")
+  flags.DEFINE_integer("max_number_of_steps", None, "Train until this global step.")
+  flags.DEFINE_float("num_epochs", None, "Train for this many epochs of the split (if no max_number_of_steps).")
+  flags.DEFINE_integer("log_every_n_steps", 10, "Console log period, in steps.")
+  flags.DEFINE_integer("save_interval_steps", None, "Checkpoint every N steps.")
+  flags.DEFINE_integer("save_interval_secs", 600, "Checkpoint every N seconds (TF-Slim's default 600).")
+  flags.DEFINE_integer("max_checkpoints_to_keep", 20,
+                       "Checkpoints kept; generous so a continuous evaluator never loses one it is about to read.")
+  flags.DEFINE_integer("save_summaries_steps", None, "TensorBoard summary period in steps; default log_every_n_steps.")
+  flags.DEFINE_integer("seed", 0, "Seed for initialization, data order and augmentation.")
+  # Optimization.
+  flags.DEFINE_enum("optimizer", "rmsprop", optim.OPTIMIZERS, "Optimizer (TF-Slim's default: rmsprop).")
+  flags.DEFINE_float("momentum", 0.9, "Momentum for the momentum optimizer.")
+  flags.DEFINE_float("rmsprop_decay", 0.9, "RMSprop decay (rho).")
+  flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSprop momentum.")
+  flags.DEFINE_float("opt_epsilon", 1.0, "Epsilon for rmsprop/adam/adamw (TF-Slim's default 1.0).")
+  flags.DEFINE_float("adam_beta1", 0.9, "Adam beta1.")
+  flags.DEFINE_float("adam_beta2", 0.999, "Adam beta2.")
+  flags.DEFINE_float("adamw_weight_decay", 0.01, "Decoupled weight decay for adamw.")
+  flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
+  flags.DEFINE_enum("learning_rate_decay_type", "exponential", optim.DECAY_TYPES, "Learning-rate schedule.")
+  flags.DEFINE_float("learning_rate_decay_factor", 0.94, "Exponential decay factor.")
+  flags.DEFINE_float("num_epochs_per_decay", 2.0, "Epochs between exponential decays.")
+  flags.DEFINE_float("end_learning_rate", 0.0001, "Final learning rate for polynomial and cosine decay.")
+  flags.DEFINE_float("warmup_epochs", 0.0, "Linear warmup length in epochs.")
+  flags.DEFINE_float("weight_decay", 0.00004, "L2 regularization on the kernels the net names (TF-Slim's default).")
+  flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+  flags.DEFINE_float("moving_average_decay", None, "If set, keep an EMA of the weights (saved as ema_model).")
+  flags.DEFINE_float("clip_gradient_norm", 0.0, "Clip the global gradient norm to this (0: off).")
+  # Augmentation.
+  flags.DEFINE_enum("augment", "none", AUGMENTS, "Extra augmentation from official.vision.ops.augment.")
+  flags.DEFINE_float("mixup_alpha", 0.0, "Mixup alpha (0: off).")
+  flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix alpha (0: off).")
+  flags.DEFINE_float("random_erasing", 0.0, "Random-erasing probability (0: off).")
+  flags.DEFINE_bool("aux_logits", None, "Switch on the net's auxiliary head (Inception-v3); its loss weighs 0.4.")
+  flags.DEFINE_float("dropout_rate", None, "Override the net's head dropout rate.")
+  # Devices.
+  flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU).")
+  flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
+  flags.DEFINE_enum("precision", "float32", devices.PRECISIONS, "Compute precision.")
+  flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (faster on GPU, slower on CPU).")
+  flags.DEFINE_integer("steps_per_loop", None, "Steps per tf.function call; default log_every_n_steps.")
+  # Fine-tuning.
+  flags.DEFINE_string("checkpoint_path", None,
+                      "Initialize from: one of our checkpoints or train dirs, or a keras.applications weight file. "
+                      "Ignored (loudly) when train_dir already has a checkpoint: resume wins.")
+  flags.DEFINE_list("checkpoint_exclude_scopes", [], "Variable-path prefixes NOT restored from --checkpoint_path.")
+  flags.DEFINE_list("trainable_scopes", [], "Only variables under these path prefixes are trained.")
+  flags.DEFINE_bool("ignore_missing_vars", False, "Leave variables missing from --checkpoint_path at init.")
+
+
+# The flags that describe a run: written to flags.txt (resolved) and used for HParams.
+RUN_FLAGS = (
+    "train_dir", "dataset_name", "dataset_dir", "dataset_split_name", "model_name", "preprocessing_name",
+    "train_image_size", "batch_size", "max_number_of_steps", "num_epochs", "log_every_n_steps",
+    "save_interval_steps", "save_interval_secs", "max_checkpoints_to_keep", "save_summaries_steps", "seed",
+    "optimizer", "momentum", "rmsprop_decay", "rmsprop_momentum", "opt_epsilon", "adam_beta1", "adam_beta2",
+    "adamw_weight_decay", "learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor",
+    "num_epochs_per_decay", "end_learning_rate", "warmup_epochs", "weight_decay", "label_smoothing",
+    "moving_average_decay", "clip_gradient_norm", "augment", "mixup_alpha", "cutmix_alpha", "random_erasing",
+    "aux_logits", "dropout_rate", "num_gpus", "num_cpu_replicas", "precision", "jit_compile", "steps_per_loop",
+    "checkpoint_path", "checkpoint_exclude_scopes", "trainable_scopes", "ignore_missing_vars")
