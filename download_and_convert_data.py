@@ -1,0 +1,52 @@
+"""Downloads (when needed) and converts a flower dataset, or your own photos, to TFRecord shards.
+
+    python download_and_convert_data.py --dataset_name=synthetic_flowers --dataset_dir=/tmp/synthetic_flowers
+    # -> /tmp/synthetic_flowers/synthetic_flowers_{train,validation}_*.tfrecord, labels.txt, dataset.json
+
+    python download_and_convert_data.py --dataset_name=flowers --dataset_dir=/tmp/flowers --test_size=350
+    python download_and_convert_data.py --dataset_name=flowers102 --dataset_dir=/tmp/flowers102
+    python download_and_convert_data.py --dataset_name=folder --source=~/photos --dataset_dir=/tmp/photos
+
+Upstream files already in --dataset_dir (or --source) are used after a checksum check;
+otherwise they are downloaded. A re-run after success is a no-op unless --overwrite.
+Flags left unset take the dataset's defaults (see the datasets/<name>.py module).
+"""
+from absl import app
+from absl import flags
+from absl import logging
+
+import datasets
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset_name", None, datasets.list_datasets(), "Which dataset to convert.")
+flags.DEFINE_string("dataset_dir", None, "Output directory for the shards, labels.txt and dataset.json.")
+flags.DEFINE_string("source", None, "Directory (or archive) with the upstream files, or the class folders for "
+                    "--dataset_name=folder; for synthetic_flowers where the generated images go.")
+flags.DEFINE_float("validation_size", None, "Validation images: a count, or a fraction in (0, 1). "
+                   "flowers/folder/synthetic_flowers only.")
+flags.DEFINE_float("test_size", None, "Test images: a count, or a fraction in (0, 1). flowers/folder/synthetic_flowers "
+                   "only.")
+flags.DEFINE_integer("split_index", None, "flowers17: which of the 3 official splits (1, 2 or 3; default 1).")
+flags.DEFINE_integer("num_shards", None, "Shards per split (default: one per 256 images).")
+flags.DEFINE_integer("seed", None, "Shuffle seed of the split (default 0, as TF-Slim); synthetic_flowers: also the "
+                     "generator seed.")
+flags.DEFINE_integer("num_images", None, "synthetic_flowers: how many images to generate (default 2500).")
+flags.DEFINE_integer("num_workers", None, "Worker processes (default: all cores).")
+flags.DEFINE_bool("overwrite", False, "Convert again even when --dataset_dir already holds a complete conversion.")
+flags.mark_flags_as_required(["dataset_name", "dataset_dir"])
+
+
+def main(argv):
+  del argv
+  meta = datasets.convert(
+      FLAGS.dataset_name, FLAGS.dataset_dir, source=FLAGS.source, num_shards=FLAGS.num_shards,
+      num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite, validation_size=FLAGS.validation_size,
+      test_size=FLAGS.test_size, split_index=FLAGS.split_index, seed=FLAGS.seed, num_images=FLAGS.num_images)
+  sizes = ", ".join(f"{s} {m['num_samples']}" for s, m in sorted(meta["splits"].items()))
+  logging.info("%s in %s: %d classes; %s; %d file(s) skipped.", meta["name"], FLAGS.dataset_dir,
+               meta["num_classes"], sizes, meta["num_skipped"])
+  print(f"{meta['name']}: {meta['num_classes']} classes; {sizes}; {meta['num_skipped']} skipped -> {FLAGS.dataset_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

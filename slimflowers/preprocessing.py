@@ -1,0 +1,163 @@
+"""TF-Slim's per-image preprocessing recipes, with stateless (seeded) randomness.
+
+    from slimflowers import preprocessing
+    image = preprocessing.preprocess_train(jpeg_bytes, 224, "inception", seed=tf.constant([0, 17], tf.int64))
+    image = preprocessing.preprocess_eval(jpeg_bytes, 224, "inception")   # float32 [224, 224, 3] in [-1, 1]
+
+- `inception` (TF-Slim inception_preprocessing.py): train = distorted bounding-box crop
+  (min_object_covered 0.1, aspect 3/4..4/3, area 0.05..1, 100 attempts) decoded with
+  `decode_and_crop_jpeg` (only the crop is decoded), bilinear resize, random flip,
+  colour distortion (brightness, saturation, hue, contrast; one affine colour map, see
+  _distort_color) fused with the normalization, applied before or after the resize, whichever
+  touches fewer pixels; eval = central crop 0.875
+  (again decoding only the crop), resize. Output in [-1, 1] (Keras "tf" mode).
+- `vgg` (alias `caffe`; TF-Slim vgg_preprocessing.py): train = resize the smaller side to a
+  random size in [256, 512] * image_size / 224, random crop, flip; eval = smaller side to
+  256 * image_size / 224, central crop. Output RGB->BGR minus the ImageNet means (Keras
+  "caffe" mode, what keras.applications ResNet50 weights expect).
+
+Every random choice takes its seed from `seed` (shape [2] int64) through stateless ops,
+so an image's augmentation is a pure function of (seed, image): the input pipeline seeds
+it with (run seed, element index) and a resumed run repeats it exactly.
+"""
+import math
+
+import tensorflow as tf
+
+PREPROCESSING_NAMES = ("inception", "vgg", "caffe")
+# keras.applications.imagenet_utils caffe mode: BGR channel means.
+_CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
+_CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
+
+
+def _check(name):
+  if name not in PREPROCESSING_NAMES:
+    raise ValueError(f"Unknown preprocessing {name!r}. Known: {', '.join(PREPROCESSING_NAMES)}.")
+
+
+def normalize(image_0_255, preprocessing_name):
+  """A float image in [0, 255] (RGB) -> what the net expects."""
+  _check(preprocessing_name)
+  image = tf.cast(image_0_255, tf.float32)
+  if preprocessing_name == "inception":
+    return image / 127.5 - 1.0
+  return image[..., ::-1] - tf.constant(_CAFFE_MEANS_BGR, tf.float32)
+
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as tf.image.rgb_to_grayscale
+
+
+def _distort_color(image, seeds, normalize_inception=False):
+  """TF-Slim distort_color's four distortions (ordering 0, same ranges) as ONE affine colour map.
+
+  TF-Slim converts to HSV for saturation and hue, which costs ~7 ms per 224 px image on one
+  core, 5x the JPEG decode: the reader would starve the GPU. Here brightness (+delta, max
+  32/255 of the range), saturation (interpolation with luma, x0.5..1.5), hue (rotation about
+  the grey axis, +-0.2 turn) and contrast (around the image mean, x0.5..1.5) compose into
+  y = A x + b with one 3x3 matrix, so the per-pixel cost is one small matmul and a clip.
+  `image` in [0, 255]; result clipped to [0, 255], or, with `normalize_inception`, mapped
+  to [-1, 1] in the same affine step (clipping commutes with that increasing map).
+  """
+  delta = tf.random.stateless_uniform([], seeds[0], -32.0, 32.0)
+  sat = tf.random.stateless_uniform([], seeds[1], 0.5, 1.5)
+  angle = tf.random.stateless_uniform([], seeds[2], -0.2, 0.2) * 2.0 * math.pi
+  contrast = tf.random.stateless_uniform([], seeds[3], 0.5, 1.5)
+  eye = tf.eye(3)
+  luma = tf.constant([_LUMA], tf.float32)  # [1, 3]
+  saturation_m = sat * eye + (1.0 - sat) * tf.ones([3, 1]) * luma  # rows: s*x + (1-s)*luma(x)
+  k = tf.constant([1.0, 1.0, 1.0], tf.float32) / math.sqrt(3.0)  # Rodrigues rotation about the grey axis
+  cross = tf.constant([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], tf.float32) / math.sqrt(3.0)
+  hue_m = tf.cos(angle) * eye + tf.sin(angle) * cross + (1.0 - tf.cos(angle)) * tf.tensordot(k, k, axes=0)
+  m = tf.matmul(hue_m, saturation_m)  # y = m (x + delta)
+  # The contrast pivot: the mean colour, from every 4th row and column (a full reduce_mean costs as much as
+  # the colour map itself; the subsampled mean differs by a fraction of a grey level).
+  mean_y = tf.linalg.matvec(m, tf.reduce_mean(image[::4, ::4], axis=[0, 1]) + delta)
+  # z = c * (y - mean_y) + mean_y = (c m) x + (c m delta + (1 - c) mean_y)
+  scale = contrast * m
+  offset = contrast * tf.linalg.matvec(m, tf.fill([3], delta)) + (1.0 - contrast) * mean_y
+  lo, hi = 0.0, 255.0
+  if normalize_inception:
+    scale, offset, lo, hi = scale / 127.5, offset / 127.5 - 1.0, -1.0, 1.0
+  out = tf.matmul(tf.reshape(image, [-1, 3]), scale, transpose_b=True) + offset
+  return tf.clip_by_value(tf.reshape(out, tf.shape(image)), lo, hi)
+
+
+def _resize_smaller_side(image, smallest):
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  scale = tf.cast(smallest, tf.float32) / tf.minimum(h, w)
+  new_h = tf.maximum(tf.cast(tf.math.round(h * scale), tf.int32), smallest)
+  new_w = tf.maximum(tf.cast(tf.math.round(w * scale), tf.int32), smallest)
+  return tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear")
+
+
+def _vgg_sizes(image_size):
+  return int(256 * image_size / 224), int(512 * image_size / 224)
+
+
+def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None):
+  """JPEG bytes -> float32 [image_size, image_size, 3] training image, normalized for the net.
+
+  `augment_fn`, if given, maps a float [0, 255] image to another (RandAugment, ...), applied
+  before normalization.
+  """
+  _check(preprocessing_name)
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+  if preprocessing_name == "inception":
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
+        min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=(0.05, 1.0), max_attempts=100,
+        use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    flip = tf.random.stateless_uniform([], seed=seeds[1]) < 0.5
+    fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
+
+    def colour_and_flip(x):
+      x = _distort_color(x, seeds[2:6], normalize_inception=fused)
+      return tf.cond(flip, lambda: tf.reverse(x, [1]), lambda: x)
+
+    def resize(x):
+      return tf.image.resize(x, [image_size, image_size], method="bilinear")
+
+    # Bilinear resizing takes convex combinations of pixels, so it commutes with the affine colour map and
+    # with the flip: apply those on whichever of crop and output has fewer pixels (clipping happens on that
+    # image; the result stays in range either way).
+    image = tf.cond(size[0] * size[1] < image_size * image_size,
+                    lambda: resize(colour_and_flip(tf.cast(crop, tf.float32))),
+                    lambda: colour_and_flip(resize(crop)))
+    if fused:
+      image.set_shape([image_size, image_size, 3])
+      return image
+  else:
+    lo, hi = _vgg_sizes(image_size)
+    image = tf.io.decode_jpeg(image_bytes, channels=3)
+    smallest = tf.random.stateless_uniform([], seed=seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32)
+    image = _resize_smaller_side(image, smallest)
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[1])
+    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
+  image.set_shape([image_size, image_size, 3])
+  if augment_fn is not None:
+    image = tf.cast(augment_fn(image), tf.float32)
+    image.set_shape([image_size, image_size, 3])
+  return normalize(image, preprocessing_name)
+
+
+def preprocess_eval(image_bytes, image_size, preprocessing_name):
+  """JPEG bytes -> float32 [image_size, image_size, 3] evaluation image (deterministic)."""
+  _check(preprocessing_name)
+  if preprocessing_name == "inception":
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    h, w = shape[0], shape[1]
+    crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
+    window = tf.stack([(h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w])
+    image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+  else:
+    image = tf.io.decode_jpeg(image_bytes, channels=3)
+    image = _resize_smaller_side(image, _vgg_sizes(image_size)[0])
+    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+  image.set_shape([image_size, image_size, 3])
+  return normalize(image, preprocessing_name)

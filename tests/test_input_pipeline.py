@@ -1,0 +1,191 @@
+"""Input pipeline and preprocessing: shapes, ranges, determinism, resume, eval exactness, sharding."""
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+import datasets
+from slimflowers import input_pipeline
+from slimflowers import preprocessing
+
+NUM_TRAIN = 37  # not a multiple of any batch size below, so epochs end mid-batch
+NUM_VALIDATION = 11
+SIZE = 32
+
+
+def _jpeg(seed, height, width):
+  rng = np.random.default_rng(seed)
+  small = (rng.random((4, 5, 3)) * 255).astype(np.uint8)
+  image = Image.fromarray(small).resize((width, height), Image.BILINEAR)
+  buf = io.BytesIO()
+  image.save(buf, "JPEG", quality=90)
+  return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+  root = tmp_path_factory.mktemp("photos")
+  for i in range(NUM_TRAIN + NUM_VALIDATION):
+    class_dir = root / f"class{i % 5}"
+    class_dir.mkdir(exist_ok=True)
+    (class_dir / f"img{i:03d}.jpg").write_bytes(_jpeg(i, 40 + 7 * (i % 5), 50 + 11 * (i % 3)))
+  out = str(tmp_path_factory.mktemp("data"))
+  datasets.convert("folder", out, source=str(root), validation_size=NUM_VALIDATION, num_shards=3, num_workers=1)
+  return datasets.get_split("folder", "train", out), datasets.get_split("folder", "validation", out)
+
+
+def _take(ds, n):
+  return [tuple(t.numpy() for t in batch) for batch in ds.take(n)]
+
+
+def _train(split, **kwargs):
+  args = dict(batch_size=4, image_size=SIZE, preprocessing_name="inception", seed=7)
+  args.update(kwargs)
+  return input_pipeline.train_dataset(split, **args)
+
+
+@pytest.mark.parametrize("name,lo,hi", [("inception", -1.0, 1.0), ("vgg", -124.0, 152.0)])
+def test_train_batches_shapes_dtypes_ranges(splits, name, lo, hi):
+  train, _ = splits
+  images, labels = next(iter(_train(train, preprocessing_name=name)))
+  assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == tf.float32
+  assert labels.shape == (4,) and labels.dtype == tf.int32
+  assert lo <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= hi
+  assert float(tf.math.reduce_std(images)) > 0.01
+  assert set(labels.numpy()) <= set(range(5))
+
+
+def test_first_epoch_is_a_permutation_of_the_split(splits):
+  train, _ = splits
+  first = np.concatenate([b[1] for b in _take(_train(train, batch_size=1), NUM_TRAIN)])
+  stored = [int(r) for r in tf.data.TFRecordDataset(train.filenames).map(
+      lambda s: tf.io.parse_single_example(s, {"image/class/label": tf.io.FixedLenFeature([], tf.int64)})[
+          "image/class/label"])]
+  assert sorted(first) == sorted(stored) and list(first) != stored
+
+
+def test_same_seed_same_stream_other_seed_other_stream(splits):
+  train, _ = splits
+  a, b, c = _take(_train(train), 3), _take(_train(train), 3), _take(_train(train, seed=8), 3)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x[0], y[0])
+    np.testing.assert_array_equal(x[1], y[1])
+  assert not np.array_equal(a[0][0], c[0][0])
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_resume_from_start_index_equals_tail_of_full_stream(splits, monkeypatch, in_memory):
+  train, _ = splits
+  if not in_memory:
+    monkeypatch.setattr(input_pipeline, "IN_MEMORY_LIMIT_BYTES", 0)
+  full = _take(_train(train), 23)  # 92 elements: crosses two epoch boundaries
+  for k in (1, 9, 18):  # start at batch k, i.e. start_index = 4k (mid-epoch, and after an epoch boundary)
+    resumed = _take(_train(train, start_index=4 * k), 23 - k)
+    for x, y in zip(full[k:], resumed):
+      np.testing.assert_array_equal(x[0], y[0])
+      np.testing.assert_array_equal(x[1], y[1])
+
+
+def test_two_input_pipelines_split_every_global_batch(splits):
+  train, _ = splits
+  whole = _take(_train(train, batch_size=4), 12)
+  parts = [_take(_train(train, batch_size=2, input_context=tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=p, num_replicas_in_sync=2)), 12) for p in (0, 1)]
+  for step in range(12):
+    images, labels = whole[step]
+    # Pipeline p holds the elements with global index i % 2 == p of each global batch.
+    for p in (0, 1):
+      np.testing.assert_array_equal(parts[p][step][0], images[p::2])
+      np.testing.assert_array_equal(parts[p][step][1], labels[p::2])
+
+
+@pytest.mark.slow  # tracing RandAugment's many branches takes seconds
+def test_randaugment_and_random_erasing_run(splits):
+  train, _ = splits
+  images, labels = next(iter(_train(train, augment="randaugment", random_erasing=1.0)))
+  assert images.shape == (4, SIZE, SIZE, 3) and labels.shape == (4,)
+  assert np.isfinite(images.numpy()).all()
+  with pytest.raises(ValueError, match="Unknown augment 'mixup'. Known: none, randaugment, autoaugment"):
+    _train(train, augment="mixup")
+
+
+def _eval_reference(split, name):
+  out = []
+  for s in tf.data.TFRecordDataset(split.filenames):
+    f = datasets.dataset_utils.parse_example(s)
+    out.append((preprocessing.preprocess_eval(f["image/encoded"], SIZE, name).numpy(),
+                int(f["image/class/label"])))
+  return out
+
+
+@pytest.mark.parametrize("name", ["inception", "vgg"])
+def test_eval_is_exact_in_file_order_with_padding(splits, name):
+  _, validation = splits
+  reference = _eval_reference(validation, name)
+  assert len(reference) == NUM_VALIDATION
+  batches = list(input_pipeline.eval_dataset(validation, batch_size=4, image_size=SIZE, preprocessing_name=name))
+  assert len(batches) == 3  # 11 -> padded to 12
+  images = np.concatenate([b["image"].numpy() for b in batches])
+  labels = np.concatenate([b["label"].numpy() for b in batches])
+  mask = np.concatenate([b["mask"].numpy() for b in batches])
+  assert mask.tolist() == [1] * NUM_VALIDATION + [0]
+  for i, (image, label) in enumerate(reference):
+    np.testing.assert_array_equal(images[i], image)
+    assert labels[i] == label
+  assert not images[NUM_VALIDATION:].any() and not labels[NUM_VALIDATION:].any()
+
+
+def test_eval_two_pipelines_count_every_example_once(splits):
+  _, validation = splits
+  reference = _eval_reference(validation, "inception")
+  seen = []
+  counts = []
+  for p in (0, 1):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=p, num_replicas_in_sync=2)
+    batches = list(input_pipeline.eval_dataset(validation, batch_size=4, image_size=SIZE,
+                                               preprocessing_name="inception", input_context=ctx))
+    counts.append(len(batches))
+    for b in batches:
+      for image, label, m in zip(b["image"].numpy(), b["label"].numpy(), b["mask"].numpy()):
+        if m:
+          seen.append((image, label))
+  assert counts == [2, 2]  # 11 padded to 16 = 2 pipelines x 2 batches x 4; no pipeline runs short
+  assert len(seen) == NUM_VALIDATION
+  for image, label in seen:
+    assert sum(np.array_equal(image, r[0]) and label == r[1] for r in reference) == 1
+
+
+# ------------------------------------------------------------------------------------------------------ preprocessing
+
+
+def test_normalize_modes():
+  image = tf.constant([[[0.0, 127.5, 255.0]]])
+  np.testing.assert_allclose(preprocessing.normalize(image, "inception").numpy(), [[[-1.0, 0.0, 1.0]]])
+  # caffe: RGB -> BGR, minus the BGR ImageNet means (keras.applications.imagenet_utils).
+  np.testing.assert_allclose(preprocessing.normalize(image, "caffe").numpy(),
+                             [[[255.0 - 103.939, 127.5 - 116.779, 0.0 - 123.68]]], rtol=1e-6)
+  with pytest.raises(ValueError, match="Unknown preprocessing 'tf'. Known: inception, vgg, caffe"):
+    preprocessing.normalize(image, "tf")
+
+
+def test_inception_eval_is_central_crop_then_resize():
+  data = _jpeg(3, 80, 64)
+  decoded = tf.io.decode_jpeg(data)
+  crop = decoded[5:75, 4:60]  # 0.875 of 80 = 70 rows from 5; of 64 = 56 columns from 4
+  expected = tf.image.resize(crop, [SIZE, SIZE]) / 127.5 - 1.0
+  # decode_and_crop_jpeg upsamples chroma without the pixels outside the window: the edge differs by ~1/255.
+  np.testing.assert_allclose(preprocessing.preprocess_eval(data, SIZE, "inception").numpy(), expected.numpy(),
+                             atol=0.02)
+
+
+def test_train_preprocessing_is_a_function_of_the_seed():
+  data = _jpeg(4, 90, 120)
+  a = preprocessing.preprocess_train(data, SIZE, "inception", tf.constant([1, 2], tf.int64))
+  b = preprocessing.preprocess_train(data, SIZE, "inception", tf.constant([1, 2], tf.int64))
+  c = preprocessing.preprocess_train(data, SIZE, "inception", tf.constant([1, 3], tf.int64))
+  np.testing.assert_array_equal(a.numpy(), b.numpy())
+  assert not np.array_equal(a.numpy(), c.numpy())
+  v = preprocessing.preprocess_train(data, SIZE, "vgg", tf.constant([1, 2], tf.int64))
+  assert v.shape == (SIZE, SIZE, 3)
