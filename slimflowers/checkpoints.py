@@ -1,7 +1,12 @@
 """Checkpoint layout, TF-Slim-style scopes, and fine-tuning restores.
 
-    python train_image_classifier.py ... --checkpoint_path=resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+    python train_image_classifier.py ... --model_name=resnet50 \
+        --checkpoint_path=resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 \
         --checkpoint_exclude_scopes=logits --trainable_scopes=logits
+
+A keras.applications weight file (full or no-top) initializes the backbone; the
+head (`logits`, and `aux_logits` for Inception-v3) must be excluded, as in
+TF-Slim's fine-tuning recipe.
 
 Scopes are prefixes of Keras 3 variable paths (`v.path`, e.g. "logits/kernel",
 "conv1_conv/kernel"). Restores go by variable path, not by object-graph position:
@@ -33,6 +38,12 @@ def model_config(model_name, num_classes, overrides, image_size, preprocessing_n
 def make_checkpoint(*, global_step, model, optimizer=None, ema_model=None, model_config=None):  # pylint: disable=redefined-outer-name
   """The object graph of every training checkpoint (see ARCHITECTURE.md)."""
   items = {"global_step": global_step, "model": model}
+  # Dropout's SeedGenerator states are in model.variables but not model.weights, and TF's object
+  # graph does not reach them: saved explicitly so a resumed run draws the same dropout masks.
+  weight_ids = {id(v) for v in model.weights}
+  rng_states = [v for v in model.variables if id(v) not in weight_ids]
+  if rng_states:
+    items["model_rng_states"] = rng_states
   if optimizer is not None:
     items["optimizer"] = optimizer
   if ema_model is not None:
@@ -105,7 +116,9 @@ def _source_model(path, model_name):
   if path.endswith(WEIGHT_FILE_SUFFIXES):
     if not os.path.exists(path):
       raise FileNotFoundError(f"Weight file {path!r} does not exist.")
-    return nets.model_from_weight_file(model_name, path), path
+    # keras.applications files initialize the backbone only (features model, no head): the head
+    # comes from our own checkpoints, never from a file whose classes may mean something else.
+    return nets.get_model(model_name, 0, weights=path), path
   ckpt_path = resolve_checkpoint(path)
   cfg = read_model_config(ckpt_path)
   if cfg is None:

@@ -13,6 +13,9 @@ import keras
 import tensorflow as tf
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+# --opt_epsilon left unset: TF-Slim's 1.0 where it was tuned (rmsprop); Keras' 1e-7 for Adam, where
+# 1.0 swamps the second-moment estimate and Adam degenerates into slow SGD.
+DEFAULT_EPSILON = {"rmsprop": 1.0, "adam": 1e-7, "adamw": 1e-7}
 DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 
 
@@ -76,8 +79,10 @@ def schedule_from_flags(flags, *, steps_per_epoch, max_steps):
 
 
 def create_optimizer(name, learning_rate, *, momentum=0.9, rmsprop_decay=0.9, rmsprop_momentum=0.9,
-                     opt_epsilon=1.0, adam_beta1=0.9, adam_beta2=0.999, adamw_weight_decay=0.01):
+                     opt_epsilon=None, adam_beta1=0.9, adam_beta2=0.999, adamw_weight_decay=0.01):
   """Keras 3 optimizer with TF-Slim's defaults (rmsprop: decay 0.9, momentum 0.9, epsilon 1.0)."""
+  if opt_epsilon is None:
+    opt_epsilon = DEFAULT_EPSILON.get(name)
   if name == "sgd":
     return keras.optimizers.SGD(learning_rate)
   if name == "momentum":

@@ -29,6 +29,10 @@ from slimflowers import input_pipeline
 from slimflowers import optim
 
 AUX_LOSS_WEIGHT = 0.4  # TF-Slim's weight for Inception's auxiliary head.
+
+# Orbit's Controller both logs and print()s each of its lines; keep the log line only, so
+# the console (and a study's merged output) shows each line once.
+orbit.controller._log = logging.info  # pylint: disable=protected-access
 NUM_SUMMARY_IMAGES = 4
 
 
@@ -63,7 +67,8 @@ def resolve_config(cfg):
 
 
 def _model_overrides(cfg):
-  overrides = {"dropout_rate": cfg.dropout_rate, "aux_logits": cfg.aux_logits}
+  overrides = {"dropout_rate": cfg.dropout_rate, "aux_logits": cfg.aux_logits,
+               "batch_norm_momentum": cfg.batch_norm_momentum, "batch_norm_epsilon": cfg.batch_norm_epsilon}
   return {k: v for k, v in overrides.items() if v is not None}
 
 
@@ -359,7 +364,7 @@ def run(cfg):
       "sec_per_step": (t_secs / t_steps) if t_steps else None,
       "images_per_sec": (t_steps * cfg.batch_size / t_secs) if t_secs else None,
       "steps_per_hour": (3600.0 * t_steps / t_secs) if t_secs else None,
-      "gflops": _gflops(cfg),
+      "gflops": _gflops(cfg, model),
   })
   if chief:
     fileio.write_json_atomic(info_path, run_info)
@@ -452,7 +457,8 @@ def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, sourc
   return {
       "model_name": nets.get_spec(cfg.model_name).name, "dataset_name": cfg.dataset_name,
       "dataset_split_name": cfg.dataset_split_name, "num_examples": split.num_samples,
-      "num_classes": split.num_classes, "image_size": cfg.train_image_size, "batch_size": cfg.batch_size,
+      "num_classes": split.num_classes, "image_size": cfg.train_image_size,
+      "preprocessing_name": cfg.preprocessing_name, "batch_size": cfg.batch_size,
       "num_replicas": num_replicas, "precision": cfg.precision,
       "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
       "trained_params": int(sum(np.prod(v.shape) for v in train_variables)),
@@ -461,12 +467,9 @@ def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, sourc
   }
 
 
-def _gflops(cfg):
-  fn = getattr(nets, "gflops", None)
-  if fn is None:
-    return None
+def _gflops(cfg, model):
   try:
-    return fn(cfg.model_name, cfg.train_image_size)
+    return nets.gflops(model, cfg.train_image_size)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("Could not count GFLOPs for %s: %s", cfg.model_name, e)
     return None

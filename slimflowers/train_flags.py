@@ -36,7 +36,8 @@ def define_flags():
   flags.DEFINE_float("momentum", 0.9, "Momentum for the momentum optimizer.")
   flags.DEFINE_float("rmsprop_decay", 0.9, "RMSprop decay (rho).")
   flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSprop momentum.")
-  flags.DEFINE_float("opt_epsilon", 1.0, "Epsilon for rmsprop/adam/adamw (TF-Slim's default 1.0).")
+  flags.DEFINE_float("opt_epsilon", None, "Optimizer epsilon; default per optimizer (optim.DEFAULT_EPSILON): "
+                     "TF-Slim's 1.0 for rmsprop, 1e-7 for adam/adamw (1.0 turns Adam into slow SGD).")
   flags.DEFINE_float("adam_beta1", 0.9, "Adam beta1.")
   flags.DEFINE_float("adam_beta2", 0.999, "Adam beta2.")
   flags.DEFINE_float("adamw_weight_decay", 0.01, "Decoupled weight decay for adamw.")
@@ -57,6 +58,9 @@ def define_flags():
   flags.DEFINE_float("random_erasing", 0.0, "Random-erasing probability (0: off).")
   flags.DEFINE_bool("aux_logits", None, "Switch on the net's auxiliary head (Inception-v3); its loss weighs 0.4.")
   flags.DEFINE_float("dropout_rate", None, "Override the net's head dropout rate.")
+  flags.DEFINE_float("batch_norm_momentum", None, "Override the net's batch-norm momentum (TF-Slim's "
+                     "batch_norm_decay); lower (0.9) makes the moving statistics usable after fewer steps.")
+  flags.DEFINE_float("batch_norm_epsilon", None, "Override the net's batch-norm epsilon.")
   # Devices.
   flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU).")
   flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -81,5 +85,5 @@ RUN_FLAGS = (
     "adamw_weight_decay", "learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor",
     "num_epochs_per_decay", "end_learning_rate", "warmup_epochs", "weight_decay", "label_smoothing",
     "moving_average_decay", "clip_gradient_norm", "augment", "mixup_alpha", "cutmix_alpha", "random_erasing",
-    "aux_logits", "dropout_rate", "num_gpus", "num_cpu_replicas", "precision", "jit_compile", "steps_per_loop",
+    "aux_logits", "dropout_rate", "batch_norm_momentum", "batch_norm_epsilon", "num_gpus", "num_cpu_replicas", "precision", "jit_compile", "steps_per_loop",
     "checkpoint_path", "checkpoint_exclude_scopes", "trainable_scopes", "ignore_missing_vars")
