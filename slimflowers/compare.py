@@ -1,0 +1,532 @@
+"""Compares training runs: one table (Markdown, CSV, console) and four PNG plots.
+
+    python -m slimflowers.compare runs/demo/cifarnet runs/demo/mobilenet_v1_025 --output=runs/demo/report
+    python -m slimflowers.compare runs/demo          # a directory of runs: every run inside it
+
+prints one row per run (model, dataset, image size, trainable parameters,
+GFLOPs/image, steps, best and final validation accuracy, test top-1/top-5 of the
+final and of the best-by-validation checkpoint, mean per-class accuracy, training
+images/s, s/step, steps/hour, wall time) and writes into the output directory
+(default: `report/` beside the runs when they share a parent directory):
+`results.md`, `results.csv`, `loss.png`, `val_accuracy.png`, `steps_per_hour.png`,
+`accuracy_vs_params.png`.
+
+Any run works, not only the study's: a run is a trainer's `--train_dir`
+(`run_info.json`, `flags.txt`, `train/` events). What each column reads, first
+source that has it wins:
+- model, dataset, image size: `run_info.json`, else `flags.txt`.
+- trainable params, GFLOPs: `run_info.json`.
+- steps: `run_info.json` `final_step`, else the last step in `train/` events.
+- validation: `eval_validation/results.jsonl`, else the `eval_validation/` events.
+  Best = highest accuracy (the earliest step on ties); final = the highest step.
+- test: `eval_test/results.jsonl` (final checkpoint) and `eval_test_best/results.jsonl`
+  (best-by-validation checkpoint), the row with the highest step of each; both are
+  written by `python -m slimflowers.study`.
+- speed: `run_info.json`, else the median of the `train/` summaries; wall time:
+  `run_info.json` `train_wall_secs`, else last minus first `train/` event time.
+Missing values are `n/a` in Markdown and empty in the CSV.
+"""
+import csv
+import dataclasses
+import glob
+import io
+import json
+import logging as py_logging
+import math
+import os
+import statistics
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from slimflowers import fileio
+
+RUN_INFO = "run_info.json"
+FLAGS_TXT = "flags.txt"
+TRAIN_SUBDIR = "train"
+VAL_SUBDIR = "eval_validation"
+TEST_SUBDIR = "eval_test"            # test split, final checkpoint
+TEST_BEST_SUBDIR = "eval_test_best"  # test split, best-by-validation checkpoint
+RESULTS_JSONL = "results.jsonl"
+
+REPORT_FILES = ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
+                "accuracy_vs_params.png")
+
+_EVENTS_GLOB = "events.out.tfevents.*"
+_EVAL_TAGS = ("accuracy", "top_5_accuracy", "loss", "mean_per_class_accuracy")
+_SPEED_KEYS = ("images_per_sec", "sec_per_step", "steps_per_hour")
+
+
+class NotARunError(ValueError):
+  """A directory given to compare holds no training run."""
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything compare reads from one run directory."""
+  path: str
+  name: str
+  info: dict
+  flags: dict
+  train: dict            # tag -> [(step, value)] sorted by step, one value per step (the last written)
+  train_wall_secs: float  # last minus first train/ event wall time (None without events)
+  validation: list       # results rows sorted by step, one per step
+  test_final: dict       # eval_test row at the highest step, or None
+  test_best: dict        # eval_test_best row at the highest step, or None
+
+
+# ----------------------------------------------------------------------------- Reading runs
+
+def _has_events(directory):
+  return bool(glob.glob(os.path.join(directory, _EVENTS_GLOB)))
+
+
+def is_run(path):
+  """True if `path` looks like a trainer's train_dir."""
+  return os.path.isdir(path) and (
+      os.path.isfile(os.path.join(path, RUN_INFO)) or os.path.isfile(os.path.join(path, FLAGS_TXT))
+      or _has_events(os.path.join(path, TRAIN_SUBDIR)))
+
+
+def resolve_run_dirs(paths):
+  """Run directories from the command line; a directory that holds runs stands for all of them."""
+  if not paths:
+    raise NotARunError("No run directory given. Usage: python -m slimflowers.compare RUN_DIR [RUN_DIR ...] "
+                       "[--output=DIR], e.g. python -m slimflowers.compare runs/demo")
+  runs = []
+  for path in paths:
+    if not os.path.isdir(path):
+      raise NotARunError(f"{path!r} does not exist or is not a directory. Pass a training run's --train_dir "
+                         "(or a directory of runs, e.g. the study's --runs_dir).")
+    if is_run(path):
+      runs.append(path)
+      continue
+    if os.path.isfile(os.path.join(path, "results.csv")) and os.path.isfile(os.path.join(path, "results.md")):
+      logging.warning("Skipping %s: it is a comparison report, not a run (e.g. RUNS/report in RUNS/*).", path)
+      continue
+    children = sorted(os.path.join(path, d) for d in os.listdir(path))
+    children = [c for c in children if is_run(c)]
+    if not children:
+      raise NotARunError(
+          f"{path!r} is not a training run: it has no {RUN_INFO}, no {FLAGS_TXT} and no event files in "
+          f"{TRAIN_SUBDIR}/, and none of its sub-directories is a run. Pass the --train_dir of "
+          "train_image_classifier.py runs (or the study's --runs_dir).")
+    logging.info("%s holds %d runs: %s", path, len(children), ", ".join(os.path.basename(c) for c in children))
+    runs.extend(children)
+  if not runs:
+    raise NotARunError(f"No training run among {list(paths)}: only comparison reports. Pass run directories.")
+  return runs
+
+
+def _read_json(path):
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    try:
+      data = json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}). Delete it or let the trainer rewrite it.") from e
+  if not isinstance(data, dict):
+    raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}.")
+  return data
+
+
+def _read_flags_txt(path):
+  """Parses an absl flagfile (`--name=value`, `--bool`, `--nobool`) into a dict of strings/bools."""
+  out = {}
+  if not os.path.isfile(path):
+    return out
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      line = line.strip()
+      if not line.startswith("--"):
+        continue
+      name, eq, value = line[2:].partition("=")
+      if eq:
+        out[name] = value
+      elif name.startswith("no"):
+        out[name[2:]] = False
+      else:
+        out[name] = True
+  return out
+
+
+def read_results_jsonl(path):
+  """Rows of an evaluator's results.jsonl sorted by step, the last one written winning for a step."""
+  by_step = {}
+  if not os.path.isfile(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        row = json.loads(line)
+        step = int(row["step"])
+      except (ValueError, KeyError, TypeError):
+        logging.warning("%s:%d is not a results line (torn write?); skipped: %r", path, number, line[:80])
+        continue
+      by_step[step] = row
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def read_scalars(directory):
+  """{tag: [(step, value)]} of every scalar in `directory`'s event files, plus (first, last) wall time.
+
+  Reads TF2 tensor scalars (`tf.summary.scalar`) and legacy `simple_value`
+  scalars. A step written twice (a resumed run re-logs the steps after its last
+  checkpoint) keeps the value written last.
+  """
+  if not _has_events(directory):
+    return {}, None
+  py_logging.getLogger("tensorboard").setLevel(py_logging.WARNING)  # its per-file INFO lines drown the table
+  # Imported here: TensorBoard's reader pulls in TensorFlow, which `--help` and errors do not need.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(directory, size_guidance={"tensors": 0, "scalars": 0})
+  acc.Reload()
+  tags = acc.Tags()
+  series, walls = {}, []
+  for tag in tags.get("tensors", []):
+    if acc.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+      continue
+    values = {}
+    for event in acc.Tensors(tag):
+      array = tensor_util.make_ndarray(event.tensor_proto)
+      if array.size != 1:
+        continue
+      values[int(event.step)] = float(array.reshape(()))
+      walls.append(event.wall_time)
+    series[tag] = values
+  for tag in tags.get("scalars", []):
+    values = series.setdefault(tag, {})
+    for event in acc.Scalars(tag):
+      values[int(event.step)] = float(event.value)
+      walls.append(event.wall_time)
+  scalars = {tag: sorted(values.items()) for tag, values in series.items() if values}
+  return scalars, ((min(walls), max(walls)) if walls else None)
+
+
+def _validation_from_events(directory):
+  scalars, _ = read_scalars(directory)
+  rows = {}
+  for tag in _EVAL_TAGS:
+    for step, value in scalars.get(tag, []):
+      rows.setdefault(step, {"step": step})[tag] = value
+  return [rows[s] for s in sorted(rows) if "accuracy" in rows[s]]
+
+
+def _last_row(rows):
+  return rows[-1] if rows else None
+
+
+def _display_names(paths):
+  """Basenames, or parent/basename where two runs share a basename."""
+  names = [os.path.basename(os.path.normpath(p)) for p in paths]
+  if len(set(names)) == len(names):
+    return names
+  return [os.path.join(os.path.basename(os.path.dirname(os.path.normpath(p))), n) for p, n in zip(paths, names)]
+
+
+def load_run(path, name=None):
+  """Reads one run directory (see the module docstring for what is read)."""
+  if not is_run(path):
+    raise NotARunError(f"{path!r} is not a training run (no {RUN_INFO}, {FLAGS_TXT} or {TRAIN_SUBDIR}/ events).")
+  train, walls = read_scalars(os.path.join(path, TRAIN_SUBDIR))
+  val_dir = os.path.join(path, VAL_SUBDIR)
+  validation = read_results_jsonl(os.path.join(val_dir, RESULTS_JSONL)) or _validation_from_events(val_dir)
+  return Run(
+      path=path,
+      name=name or os.path.basename(os.path.normpath(path)),
+      info=_read_json(os.path.join(path, RUN_INFO)),
+      flags=_read_flags_txt(os.path.join(path, FLAGS_TXT)),
+      train=train,
+      train_wall_secs=(walls[1] - walls[0]) if walls else None,
+      validation=validation,
+      test_final=_last_row(read_results_jsonl(os.path.join(path, TEST_SUBDIR, RESULTS_JSONL))),
+      test_best=_last_row(read_results_jsonl(os.path.join(path, TEST_BEST_SUBDIR, RESULTS_JSONL))),
+  )
+
+
+# ----------------------------------------------------------------------------- The table
+
+def _number(value):
+  """A finite float from a JSON/flag value, else None."""
+  if value is None or isinstance(value, bool):
+    return None
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def _integer(value):
+  value = _number(value)
+  return None if value is None else int(round(value))
+
+
+def _median_of(train, tag):
+  values = [v for _, v in train.get(tag, [])]
+  return statistics.median(values) if values else None
+
+
+def summarize(run):
+  """The table row of one run: column key -> raw value (None when unknown)."""
+  info, flag = run.info, run.flags
+  row = {"run": run.name}
+  row["model"] = info.get("model_name") or flag.get("model_name")
+  row["dataset"] = info.get("dataset_name") or flag.get("dataset_name")
+  row["image_size"] = _integer(info.get("image_size", flag.get("train_image_size")))
+  row["trainable_params"] = _integer(info.get("trainable_params"))
+  row["gflops"] = _number(info.get("gflops"))
+  steps = _integer(info.get("final_step"))
+  if steps is None and run.train:
+    steps = max(series[-1][0] for series in run.train.values())
+  row["steps"] = steps
+
+  val = run.validation
+  scored = [r for r in val if _number(r.get("accuracy")) is not None]
+  # Highest accuracy; on ties the earliest step (the first checkpoint to reach it).
+  best = max(scored, key=lambda r: (_number(r["accuracy"]), -int(r["step"]))) if scored else None
+  row["best_val_accuracy"] = _number(best.get("accuracy")) if best else None
+  row["best_val_step"] = int(best["step"]) if best else None
+  row["final_val_accuracy"] = _number(val[-1].get("accuracy")) if val else None
+  test, test_best = run.test_final or {}, run.test_best or {}
+  row["test_top1"] = _number(test.get("accuracy"))
+  row["test_top5"] = _number(test.get("top_5_accuracy"))
+  row["best_ckpt_test_top1"] = _number(test_best.get("accuracy"))
+  row["best_ckpt_test_top5"] = _number(test_best.get("top_5_accuracy"))
+  row["val_mean_per_class_accuracy"] = _number(val[-1].get("mean_per_class_accuracy")) if val else None
+  row["test_mean_per_class_accuracy"] = _number(test.get("mean_per_class_accuracy"))
+
+  for key in _SPEED_KEYS:
+    value = _number(info.get(key))
+    row[key] = value if value is not None else _median_of(run.train, key)
+  wall = _number(info.get("train_wall_secs"))
+  row["train_wall_secs"] = wall if wall is not None else run.train_wall_secs
+  return row
+
+
+def _fmt_accuracy_csv(v):
+  return f"{v:.4f}"
+
+
+def _fmt_accuracy_md(v):
+  return f"{100 * v:.2f}"
+
+
+def _fmt_wall_md(secs):
+  secs = int(round(secs))
+  return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
+# (key, Markdown header, CSV format, Markdown format); accuracies are fractions in
+# the CSV and percentages in Markdown.
+COLUMNS = (
+    ("run", "run", str, str),
+    ("model", "model", str, str),
+    ("dataset", "dataset", str, str),
+    ("image_size", "size", str, "{}".format),
+    ("trainable_params", "params", str, "{:,}".format),
+    ("gflops", "GFLOPs/img", "{:.4g}".format, "{:.4g}".format),
+    ("steps", "steps", str, "{:,}".format),
+    ("best_val_accuracy", "best val %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("best_val_step", "@ step", str, "{:,}".format),
+    ("final_val_accuracy", "final val %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("test_top1", "test top-1 %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("test_top5", "test top-5 %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("best_ckpt_test_top1", "best-ckpt test top-1 %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("best_ckpt_test_top5", "best-ckpt test top-5 %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("val_mean_per_class_accuracy", "val per-class %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("test_mean_per_class_accuracy", "test per-class %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("images_per_sec", "train img/s", "{:.2f}".format, "{:.1f}".format),
+    ("sec_per_step", "s/step", "{:.4f}".format, "{:.3f}".format),
+    ("steps_per_hour", "steps/h", "{:.1f}".format, "{:,.0f}".format),
+    ("train_wall_secs", "wall time", "{:.1f}".format, _fmt_wall_md),
+)
+
+
+def format_csv(rows):
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow([key for key, *_ in COLUMNS])
+  for row in rows:
+    writer.writerow(["" if row[key] is None else fmt(row[key]) for key, _, fmt, _ in COLUMNS])
+  return out.getvalue()
+
+
+def format_markdown_table(rows):
+  """A Markdown table padded into aligned columns, so it reads in a terminal too."""
+  header = [h for _, h, *_ in COLUMNS]
+  body = [["n/a" if row[key] is None else fmt(row[key]).replace("|", "\\|") for key, _, _, fmt in COLUMNS]
+          for row in rows]
+  widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
+  right = [fmt is not str for _, _, _, fmt in COLUMNS]
+
+  def line(cells):
+    return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)) + " |"
+
+  rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right)) + "|"
+  return "\n".join([line(header), rule] + [line(cells) for cells in body]) + "\n"
+
+
+def format_markdown(rows, runs):
+  parts = ["# Run comparison", "", format_markdown_table(rows), "Runs:"]
+  parts += [f"- `{run.name}`: `{os.path.abspath(run.path)}`" for run in runs]
+  parts += ["", "Accuracies in %. *best val*: the highest validation accuracy, reached at *@ step*; *test*: the "
+            "final checkpoint on the test split; *best-ckpt test*: the best-validation checkpoint on the test split; "
+            "*per-class*: mean per-class accuracy of the final checkpoint; *params*: trainable parameters; "
+            "*GFLOPs/img*: forward pass; speed (img/s, s/step, steps/h) as logged by the trainer, excluding "
+            "compilation and checkpointing; *wall time*: training, h:mm:ss. Column keys and raw values: results.csv.",
+            ""]
+  parts += [f"![{name}]({name})" for name in REPORT_FILES if name.endswith(".png")]
+  return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- Plots
+
+def _figure():
+  # A bare Figure (no pyplot): no global backend state, works headless.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+  return fig, fig.add_subplot()
+
+
+def _save(fig, path):
+  with fileio.atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png")
+
+
+def _no_data(ax, what):
+  ax.text(0.5, 0.5, f"no {what} logged yet", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_loss(runs, path):
+  fig, ax = _figure()
+  drawn = False
+  for run in runs:
+    series = run.train.get("total_loss") or run.train.get("cross_entropy")
+    if series:
+      ax.plot([s for s, _ in series], [v for _, v in series], label=run.name)
+      drawn = True
+  ax.set(title="Training loss", xlabel="step", ylabel="total loss")
+  ax.grid(alpha=0.3)
+  if drawn:
+    ax.legend()
+  else:
+    _no_data(ax, "training loss")
+  _save(fig, path)
+
+
+def plot_val_accuracy(runs, path):
+  fig, ax = _figure()
+  drawn = False
+  for run in runs:
+    points = [(int(r["step"]), _number(r.get("accuracy"))) for r in run.validation]
+    points = [(s, v) for s, v in points if v is not None]
+    if points:
+      ax.plot([s for s, _ in points], [100 * v for _, v in points], marker="o", markersize=3, label=run.name)
+      drawn = True
+  ax.set(title="Validation accuracy", xlabel="step", ylabel="top-1 accuracy (%)")
+  ax.grid(alpha=0.3)
+  if drawn:
+    ax.legend()
+  else:
+    _no_data(ax, "validation accuracy")
+  _save(fig, path)
+
+
+def plot_steps_per_hour(rows, path):
+  fig, ax = _figure()
+  names = [r["run"] for r in rows]
+  values = [r["steps_per_hour"] or 0.0 for r in rows]
+  bars = ax.bar(names, values, color="tab:blue")
+  ax.bar_label(bars, labels=["n/a" if r["steps_per_hour"] is None else f"{r['steps_per_hour']:,.0f}"
+                             for r in rows])
+  ax.set(title="Training speed", ylabel="steps/hour")
+  ax.tick_params(axis="x", rotation=20)
+  _save(fig, path)
+
+
+def plot_accuracy_vs_params(rows, path):
+  """Test top-1 when every run with a parameter count has one, else best validation accuracy."""
+  fig, ax = _figure()
+  with_params = [r for r in rows if r["trainable_params"]]
+  key, label = "test_top1", "test top-1 accuracy (%)"
+  if not with_params or any(r["test_top1"] is None for r in with_params):
+    key, label = "best_val_accuracy", "best validation accuracy (%)"
+  points = [(r["trainable_params"], r[key], r["run"]) for r in with_params if r[key] is not None]
+  for params, acc, name in points:
+    ax.scatter(params, 100 * acc)
+    ax.annotate(name, (params, 100 * acc), textcoords="offset points", xytext=(5, 5))
+  ax.set_xscale("log")
+  ax.set(title="Accuracy against size", xlabel="trainable parameters (log scale)", ylabel=label)
+  ax.grid(alpha=0.3, which="both")
+  if not points:
+    _no_data(ax, "accuracy with parameter count")
+  _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- Report
+
+@dataclasses.dataclass
+class Report:
+  output_dir: str
+  rows: list
+  markdown_table: str
+  paths: dict  # file name -> path
+
+
+def default_output_dir(run_dirs):
+  parents = {os.path.dirname(os.path.abspath(os.path.normpath(p))) for p in run_dirs}
+  if len(parents) != 1:
+    raise ValueError(f"The runs {list(run_dirs)} do not share a parent directory, so there is no default "
+                     "report location. Pass --output=DIR.")
+  return os.path.join(parents.pop(), "report")
+
+
+def write_report(run_dirs, output_dir=None):
+  """Reads the runs and writes the table and plots into `output_dir`; returns a Report."""
+  run_dirs = resolve_run_dirs(list(run_dirs))
+  output_dir = output_dir or default_output_dir(run_dirs)
+  runs = [load_run(p, name) for p, name in zip(run_dirs, _display_names(run_dirs))]
+  rows = [summarize(run) for run in runs]
+  os.makedirs(output_dir, exist_ok=True)
+  paths = {name: os.path.join(output_dir, name) for name in REPORT_FILES}
+  fileio.write_text_atomic(paths["results.csv"], format_csv(rows))
+  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs))
+  plot_loss(runs, paths["loss.png"])
+  plot_val_accuracy(runs, paths["val_accuracy.png"])
+  plot_steps_per_hour(rows, paths["steps_per_hour.png"])
+  plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
+  return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths)
+
+
+def print_report(report, out=None):
+  out = out or sys.stdout
+  print(report.markdown_table, file=out)
+  print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']})", file=out)
+  print("Plots: " + ", ".join(report.paths[n] for n in REPORT_FILES if n.endswith(".png")), file=out)
+  out.flush()
+
+
+def _define_flags():
+  flags.DEFINE_string("output", None, "Directory for results.md/.csv and the plots "
+                      "(default: report/ in the runs' common parent directory).")
+
+
+def main(argv):
+  try:
+    report = write_report(argv[1:], flags.FLAGS.output)
+  except (NotARunError, ValueError) as e:
+    sys.exit(f"compare: {e}")
+  print_report(report)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,124 @@
+"""Logs a training run's hyper-parameters for TensorBoard's HPARAMS tab.
+
+    from slimflowers import hparams
+    hparams.log_hparams(train_dir, {"model": "inception_v3", "learning_rate": 0.01, ...})
+    # then: tensorboard --logdir RUNS   -> HPARAMS tab, one row per run
+
+Why a separate events file in the run's root (`train_dir`), not in `train_dir/train`:
+the HParams plugin treats the run that holds the session-start summary as the
+session, and finds each metric in the run `<session>/<group>`. Written in
+`train_dir`, the session's metrics resolve to the summaries the trainer and the
+evaluator already write: `accuracy` in `train_dir/eval_validation` and
+`total_loss` in `train_dir/train`. TensorBoard shows the last value of each, i.e.
+the run's final metrics, so nothing has to be logged again at the end.
+
+Every run writes the same experiment summary (hparam names and metrics, no
+value domains) because TensorBoard uses whichever experiment summary it finds
+first; the values, their types and their ranges come from each run's session
+summary. Safe to call again when a run resumes: TensorBoard keeps one session
+per run directory.
+"""
+import numbers
+
+from absl import logging
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+# "group/tag": the tag's run relative to the run directory passed to log_hparams.
+DEFAULT_METRICS = (
+    "eval_validation/accuracy",
+    "eval_validation/top_5_accuracy",
+    "train/total_loss",
+    "train/steps_per_hour",
+)
+
+# Where a bare tag name lives (ARCHITECTURE.md, Summaries): the evaluator's
+# tags in eval_validation/, the trainer's in train/. A bare "accuracy" means
+# validation accuracy (the trainer's batch accuracy is "train/accuracy").
+_TAG_GROUPS = {
+    "accuracy": "eval_validation", "top_5_accuracy": "eval_validation", "loss": "eval_validation",
+    "mean_per_class_accuracy": "eval_validation",
+    "total_loss": "train", "cross_entropy": "train", "regularization_loss": "train", "learning_rate": "train",
+    "gradient_norm": "train", "images_per_sec": "train", "sec_per_step": "train", "steps_per_hour": "train",
+}
+
+_DISPLAY_NAMES = {
+    "eval_validation/accuracy": "validation accuracy",
+    "eval_validation/top_5_accuracy": "validation top-5 accuracy",
+    "eval_validation/loss": "validation loss",
+    "eval_validation/mean_per_class_accuracy": "validation mean per-class accuracy",
+    "train/accuracy": "training batch accuracy",
+    "train/total_loss": "training loss",
+    "train/steps_per_hour": "steps/hour",
+}
+
+
+def _to_hparam_value(name, value):
+  """Returns `value` as one of the types the plugin stores (bool, int, float, str)."""
+  if isinstance(value, (bool, str)):
+    return value
+  if hasattr(value, "item") and not isinstance(value, (list, tuple)):  # numpy scalars
+    value = value.item()
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, numbers.Integral):
+    return int(value)
+  if isinstance(value, numbers.Real):
+    return float(value)
+  if value is None:
+    return "none"
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  logging.warning("hparam %r has a %s value %r; logging it as a string.", name, type(value).__name__, value)
+  return str(value)
+
+
+def _metric(spec):
+  """A `hp.Metric` from "group/tag", a bare trainer/evaluator tag, or (group, tag) ("" = the run directory)."""
+  if isinstance(spec, (tuple, list)):
+    group, tag = spec
+  elif "/" in spec:
+    group, tag = spec.rsplit("/", 1)
+  elif spec in _TAG_GROUPS:
+    group, tag = _TAG_GROUPS[spec], spec
+  else:
+    raise ValueError(f"Metric {spec!r}: say where the tag is written, as 'group/tag' (group = the sub-directory "
+                     f"of the run, e.g. 'eval_validation/{spec}' or 'train/{spec}'), or use one of the known "
+                     f"tags {sorted(_TAG_GROUPS)}.")
+  key = f"{group}/{tag}" if group else tag
+  return hp.Metric(tag, group=group or None, display_name=_DISPLAY_NAMES.get(key, key))
+
+
+def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
+  """Writes the HParams experiment and session summaries into `logdir` (the run's train_dir).
+
+  Args:
+    logdir: the run directory (the trainer's `train_dir`, parent of `train/` and
+      `eval_validation/`).
+    hparams: dict name -> value (bool, int, float, str; None, lists and numpy
+      scalars are converted).
+    metrics: metrics the HPARAMS tab shows, each "group/tag" (group = the
+      sub-directory of `logdir` holding the scalar `tag`), a bare trainer or
+      evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
+      train/total_loss, ...) or a (group, tag) pair ("" = `logdir` itself).
+    trial_id: optional session-group name; by default runs with identical
+      hparams are grouped as repeats of one trial (TensorBoard's default).
+
+  Returns:
+    The dict of values actually logged.
+  """
+  if not isinstance(hparams, dict) or not hparams:
+    raise ValueError(f"log_hparams needs a non-empty dict of hyper-parameters, got {hparams!r}.")
+  values = {str(name): _to_hparam_value(name, value) for name, value in sorted(hparams.items())}
+  config_hparams = [hp.HParam(name) for name in values]
+  config_metrics = [_metric(m) for m in metrics]
+  writer = tf.summary.create_file_writer(logdir)
+  try:
+    with writer.as_default():
+      hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
+      hp.hparams(values, trial_id=trial_id)
+    writer.flush()
+  finally:
+    writer.close()
+  logging.info("Logged %d hparams for TensorBoard's HPARAMS tab in %s", len(values), logdir)
+  return values

@@ -1,0 +1,194 @@
+"""The study driver: child processes (streaming, failure, Ctrl-C) and the whole study end to end."""
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from slimflowers import study
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _py(code):
+  return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def test_child_output_is_prefixed_and_logged(tmp_path):
+  out = io.StringIO()
+  log = str(tmp_path / "m" / "train.log")
+  child = study.start_child("m train", _py("print('step 1'); print('step 2')"), log, out)
+  study.run_children("m", [child])
+  assert "[m train] step 1\n[m train] step 2\n" in out.getvalue()
+  with open(log) as f:
+    text = f.read()
+  assert "step 1\nstep 2\n" in text and "=====" in text  # a header line per start, then the raw output
+
+
+def test_failing_child_stops_the_others_and_names_command_and_log(tmp_path):
+  out = io.StringIO()
+  sleeper = study.start_child("m eval", _py("import time; time.sleep(60)"), str(tmp_path / "eval.log"), out)
+  failing = study.start_child("m train", _py("import sys; print('boom'); sys.exit(3)"), str(tmp_path / "train.log"),
+                              out)
+  start = time.monotonic()
+  with pytest.raises(study.StudyError) as e:
+    study.run_children("m", [failing, sleeper])
+  assert time.monotonic() - start < 30
+  message = str(e.value)
+  assert "m: m train failed with exit code 3" in message
+  assert "sys.exit(3)" in message and str(tmp_path / "train.log") in message
+  assert sleeper.proc.poll() is not None  # the evaluator was stopped too
+
+
+def test_sigint_stops_trainer_and_evaluator(tmp_path):
+  """Ctrl-C on the study: children (in their own process groups) are terminated, exit code 130."""
+  pids = tmp_path / "pids"
+  driver = f"""
+      import sys, time
+      from slimflowers import fileio, study
+      try:
+        with study.StopOnSignals(sys.stdout):  # handlers first, then the pids file the test waits for
+          kids = [study.start_child(n, [sys.executable, "-c", "import time; time.sleep(120)"],
+                                    {str(tmp_path)!r} + "/" + n + ".log") for n in ("train", "eval")]
+          fileio.write_text_atomic({str(pids)!r}, " ".join(str(k.proc.pid) for k in kids))
+          study.run_children("m", kids)
+      except study.Interrupted as e:
+        sys.exit(128 + e.signum)
+  """
+  proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.monotonic() + 60
+  while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  child_pids = [int(p) for p in pids.read_text().split()]
+  proc.send_signal(signal.SIGINT)
+  output, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130, output
+  assert "stopping train" in output and "stopping eval" in output
+  for pid in child_pids:
+    with pytest.raises(ProcessLookupError):
+      os.kill(pid, 0)
+
+
+def test_study_owned_flags_are_refused():
+  result = subprocess.run([sys.executable, "-m", "slimflowers.study", "--models=cifarnet", "--runs_dir=/tmp/unused",
+                           "--dataset_dir=/tmp/unused", "--train_dir=/tmp/x"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+  assert result.returncode != 0
+  assert "--train_dir is set by the study" in result.stderr + result.stdout
+
+
+def _fake_finished_run(run, *, final, best):
+  """A run directory as trainer and evaluators leave it, for `final` steps with the best validation at `best`."""
+  (run / "eval_validation" / "best").mkdir(parents=True)
+  (run / "run_info.json").write_text(json.dumps({"model_name": "cifarnet", "finished": True, "final_step": final,
+                                                 "max_steps": final}))
+  row = {"checkpoint": str(run / f"ckpt-{final}"), "accuracy": 0.5, "top_5_accuracy": 1.0, "loss": 1.0,
+         "mean_per_class_accuracy": 0.5, "num_examples": 9}
+  (run / "eval_validation" / "results.jsonl").write_text(
+      "".join(json.dumps({**row, "step": s, "split": "validation"}) + "\n" for s in sorted({best, final})))
+  (run / "eval_validation" / "best" / "best.json").write_text(json.dumps({"step": best, "metrics": {}}))
+  (run / "eval_test").mkdir()
+  (run / "eval_test" / "results.jsonl").write_text(json.dumps({**row, "step": final, "split": "test"}) + "\n")
+
+
+def test_done_work_is_skipped_and_best_equal_to_final_reuses_the_test_result(tmp_path):
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
+                          python="/nonexistent/python")  # any process start would fail
+  _fake_finished_run(tmp_path / "cifarnet", final=6, best=6)
+  out = io.StringIO()
+  study.run_model(cfg, "cifarnet", has_test=True, out=out)
+  assert "training already finished at step 6" in out.getvalue()
+  assert "its test result is reused" in out.getvalue()
+  (reused,) = _jsonl(tmp_path / "cifarnet" / "eval_test_best" / "results.jsonl")
+  assert reused["step"] == 6 and reused["split"] == "test" and reused["copied_from"].endswith("results.jsonl")
+  assert reused["checkpoint"] == str(tmp_path / "cifarnet" / "eval_validation" / "best")
+
+
+def test_unfinished_evaluation_is_resumed(tmp_path):
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
+                          python="/nonexistent/python")
+  _fake_finished_run(tmp_path / "cifarnet", final=6, best=3)  # best (3) != final: needs its own test pass
+  with pytest.raises(FileNotFoundError, match="/nonexistent/python"):
+    study.run_model(cfg, "cifarnet", has_test=True, out=io.StringIO())
+
+
+# ----------------------------------------------------------------------------- End to end, real scripts
+
+MODELS = ("cifarnet", "mobilenet_v1_025")
+
+
+@pytest.mark.slow
+def test_study_end_to_end(tmp_path):
+  """Two tiny nets: trainers, validation evaluators beside them, test evaluations, report; a re-run skips all."""
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  data = tiny_data.make_dataset(tmp_path / "data", num_classes=3, per_class=12, validation_size=0.25,
+                                test_size=0.25, size=32)
+  runs = tmp_path / "runs"
+  cmd = [sys.executable, "-m", "slimflowers.study", "--dataset_name=folder", f"--dataset_dir={data}",
+         f"--models={','.join(MODELS)}", f"--runs_dir={runs}", "--eval_batch_size=8", "--eval_interval_secs=1",
+         # Trainer flags, forwarded to both trainers:
+         "--train_image_size=32", "--batch_size=8", "--max_number_of_steps=6", "--save_interval_steps=3",
+         "--save_interval_secs=0", "--log_every_n_steps=3", "--optimizer=momentum", "--learning_rate=0.05"]
+  first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+  for model in MODELS:
+    assert f"[{model} train]" in first.stdout and f"[{model} eval]" in first.stdout
+    run = runs / model
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["finished"] and info["final_step"] == 6 and info["image_size"] == 32
+    assert "--train_image_size=32" in (run / "flags.txt").read_text()
+    assert (run / "train.log").stat().st_size > 0 and (run / "eval.log").stat().st_size > 0
+    val = _jsonl(run / "eval_validation" / "results.jsonl")
+    assert 6 in [r["step"] for r in val] and all(r["num_examples"] == 9 for r in val)
+    test = _jsonl(run / "eval_test" / "results.jsonl")
+    assert [(r["step"], r["split"], r["num_examples"]) for r in test] == [(6, "test", 9)]
+    best = json.loads((run / "eval_validation" / "best" / "best.json").read_text())
+    test_best = _jsonl(run / "eval_test_best" / "results.jsonl")
+    assert [(r["step"], r["split"]) for r in test_best] == [(best["step"], "test")]
+
+  report = runs / "report"
+  for name in ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
+               "accuracy_vs_params.png"):
+    assert (report / name).stat().st_size > 0, name
+  with open(report / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["model"] for r in rows] == list(MODELS)
+  for row in rows:
+    run = runs / row["model"]
+    info = json.loads((run / "run_info.json").read_text())
+    val = _jsonl(run / "eval_validation" / "results.jsonl")
+    best_acc = max(r["accuracy"] for r in val)
+    assert row["dataset"] == "folder" and row["image_size"] == "32" and row["steps"] == "6"
+    assert row["trainable_params"] == str(info["trainable_params"])
+    assert row["best_val_accuracy"] == f"{best_acc:.4f}"
+    assert row["best_val_step"] == str(min(r["step"] for r in val if r["accuracy"] == best_acc))
+    assert row["final_val_accuracy"] == f"{[r for r in val if r['step'] == 6][-1]['accuracy']:.4f}"
+    assert row["test_top1"] == f"{_jsonl(run / 'eval_test' / 'results.jsonl')[-1]['accuracy']:.4f}"
+    assert row["best_ckpt_test_top1"] == f"{_jsonl(run / 'eval_test_best' / 'results.jsonl')[-1]['accuracy']:.4f}"
+    assert float(row["steps_per_hour"]) > 0 and float(row["train_wall_secs"]) > 0
+  assert f"| {MODELS[0]}" in first.stdout and f"tensorboard --logdir {runs}" in first.stdout
+
+  # Re-running skips what is done: run_model on the real run directories starts no process at all
+  # (a python that does not exist would fail any start).
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(data), runs_dir=str(runs),
+                          max_number_of_steps=6, python="/nonexistent/python")
+  out = io.StringIO()
+  for model in MODELS:
+    study.run_model(cfg, model, has_test=True, out=out)
+    assert f"{model}: training already finished at step 6" in out.getvalue()
+    assert f"{model}: final checkpoint (step 6) already evaluated on the test split" in out.getvalue()
+  # ... and asking for more steps trains further (here: tries to start the trainer).
+  cfg.max_number_of_steps = 8
+  with pytest.raises(FileNotFoundError, match="/nonexistent/python"):
+    study.run_model(cfg, MODELS[0], has_test=True, out=out)
