@@ -25,8 +25,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not slow"
 
+# Speed figures, each against a baseline measured in the same run (see BENCHMARKS.md).
 bench: install
 	$(PY) bench/input_pipeline_bench.py
+	$(PY) bench/train_bench.py
+	$(PY) bench/eval_bench.py
 
 clean:
 	rm -rf $(VENV)

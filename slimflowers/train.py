@@ -10,6 +10,7 @@ Resume order (written down, logged loudly): a checkpoint in train_dir wins over
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 import types
@@ -290,7 +291,8 @@ def run(cfg):
   ckpt = checkpoints.make_checkpoint(global_step=global_step, model=model, optimizer=optimizer,
                                      ema_model=ema_model, model_config=model_config)
   manager = tf.train.CheckpointManager(
-      ckpt, ckpt_dir, max_to_keep=cfg.max_checkpoints_to_keep, checkpoint_name="ckpt",
+      # A non-chief's checkpoints only keep the collectives in step and are deleted at the end: keep one.
+      ckpt, ckpt_dir, max_to_keep=cfg.max_checkpoints_to_keep if chief else 1, checkpoint_name="ckpt",
       step_counter=global_step,
       # Orbit saves only when an interval is set; time-based saves come from an action below.
       checkpoint_interval=cfg.save_interval_steps or 10**12)
@@ -304,7 +306,12 @@ def run(cfg):
   summaries = _SummaryAction(trainer, writer, cfg, max_steps)
 
   # ---------------- Restore: train_dir > --checkpoint_path > random init ----------------
-  latest = manager.latest_checkpoint
+  # Every worker resumes from the chief's newest checkpoint in train_dir (shared filesystem), though a
+  # non-chief saves elsewhere: workers starting from different steps would mismatch their collectives.
+  latest = tf.train.latest_checkpoint(cfg.train_dir)
+  if latest and not chief:
+    with strategy.scope():  # as Orbit restores on the chief: same variable creations, same collectives
+      ckpt.restore(latest)
   controller = orbit.Controller(
       global_step=global_step, trainer=trainer, strategy=strategy, steps_per_loop=cfg.steps_per_loop,
       checkpoint_manager=manager, summary_dir=None, train_actions=[summaries, time_saver])
@@ -368,7 +375,10 @@ def run(cfg):
   })
   if chief:
     fileio.write_json_atomic(info_path, run_info)
-  logging.info("Finished at step %d. Checkpoints in %s.", run_info["final_step"], cfg.train_dir)
+  else:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  logging.info("Finished at step %d.%s", run_info["final_step"],
+               f" Checkpoints in {cfg.train_dir}." if chief else "")
   return run_info
 
 
