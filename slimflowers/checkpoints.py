@@ -17,6 +17,7 @@ a different number of classes can never silently shift weights onto the wrong la
 """
 import json
 import os
+import re
 
 from absl import logging
 import tensorflow as tf
@@ -54,19 +55,86 @@ def make_checkpoint(*, global_step, model, optimizer=None, ema_model=None, model
   return tf.train.Checkpoint(**items)
 
 
+class CheckpointUnreadable(Exception):
+  """A checkpoint vanished, is half-written or cannot be read: skip it, never crash."""
+
+
+def checkpoint_number(prefix):
+  """The -STEP suffix of a checkpoint prefix (-1 when it has none)."""
+  m = re.search(r"-(\d+)$", prefix)
+  return int(m.group(1)) if m else -1
+
+
+def checkpoint_files(prefix):
+  """The .index and all .data-?????-of-N files of `prefix`; CheckpointUnreadable if any is missing."""
+  index = prefix + ".index"
+  data = tf.io.gfile.glob(prefix + ".data-*-of-*")
+  if not tf.io.gfile.exists(index) or not data:
+    raise CheckpointUnreadable(f"{prefix}: missing {'.index' if data else '.data-* files'} "
+                               "(being written or being deleted)")
+  shards = int(data[0].rsplit("-of-", 1)[1])
+  if len(data) != shards:
+    raise CheckpointUnreadable(f"{prefix}: {len(data)} of {shards} data shards present")
+  return [index] + sorted(data)
+
+
+def list_checkpoints(train_dir, warned=None):
+  """Complete checkpoints (index and every data shard present) in `train_dir`, oldest first.
+
+  A data file without its index is a checkpoint being written and is ignored
+  silently; an index without data is reported once (in `warned`) and ignored.
+  """
+  if not tf.io.gfile.isdir(train_dir):
+    return []
+  found = []
+  for index in tf.io.gfile.glob(os.path.join(train_dir, "*.index")):
+    prefix = index[:-len(".index")]
+    try:
+      checkpoint_files(prefix)
+    except CheckpointUnreadable as e:
+      if warned is not None and prefix not in warned:
+        warned.add(prefix)
+        logging.warning("Skipping incomplete checkpoint %s", e)
+      continue
+    found.append(prefix)
+  return sorted(found, key=lambda p: (checkpoint_number(p), p))
+
+
 def resolve_checkpoint(path):
-  """A checkpoint prefix, or the latest checkpoint of a directory; clear error otherwise."""
-  if os.path.isdir(path):
+  """A checkpoint prefix from a prefix, a `prefix.index` path or a directory (its latest checkpoint)."""
+  if path.endswith(".index"):
+    path = path[:-len(".index")]
+  if tf.io.gfile.isdir(path):
     latest = tf.train.latest_checkpoint(path)
     if latest is None:
-      raise FileNotFoundError(f"No checkpoint in directory {path!r} (looked for a 'checkpoint' index file "
-                              "written by tf.train.CheckpointManager). Pass a train_dir that has checkpoints, "
-                              "or a checkpoint prefix such as DIR/ckpt-1000.")
+      listed = list_checkpoints(path)
+      latest = listed[-1] if listed else None
+    if latest is None:
+      raise FileNotFoundError(
+          f"--checkpoint_path={path} is a directory without checkpoints. Point it at a train_dir "
+          "that holds ckpt-STEP.index files, or add --continuous to wait for the first one.")
     return latest
   if tf.io.gfile.exists(path + ".index"):
     return path
-  raise FileNotFoundError(f"--checkpoint_path={path!r} is neither a directory with checkpoints, a checkpoint "
-                          f"prefix (no {path}.index), nor a weight file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
+  raise FileNotFoundError(
+      f"--checkpoint_path={path} is neither a directory nor a checkpoint (no {path}.index). "
+      "Pass a train_dir, a prefix such as TRAIN_DIR/ckpt-1000, or (training only) a keras.applications "
+      f"weight file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
+
+
+def read_global_step(prefix):
+  """The training step stored in the checkpoint (falls back to the -NUMBER suffix of its name)."""
+  try:
+    checkpoint_files(prefix)
+    reader = tf.train.load_checkpoint(prefix)
+    if reader.has_tensor(GLOBAL_STEP_KEY):
+      return int(reader.get_tensor(GLOBAL_STEP_KEY))
+  except tf.errors.OpError as e:
+    raise CheckpointUnreadable(f"{prefix}: {type(e).__name__}: {e.message}") from e
+  if checkpoint_number(prefix) >= 0:
+    return checkpoint_number(prefix)
+  raise ValueError(f"Checkpoint {prefix} has no global_step variable and no -STEP suffix; "
+                   "it was not written by train_image_classifier.py.")
 
 
 def read_model_config(ckpt_path):
@@ -75,11 +143,6 @@ def read_model_config(ckpt_path):
     return None
   value = reader.get_tensor(MODEL_CONFIG_KEY)
   return json.loads(value.decode() if isinstance(value, bytes) else value)
-
-
-def read_global_step(ckpt_path):
-  reader = tf.train.load_checkpoint(ckpt_path)
-  return int(reader.get_tensor(GLOBAL_STEP_KEY)) if reader.has_tensor(GLOBAL_STEP_KEY) else None
 
 
 def _matches(path, scopes):

@@ -28,7 +28,6 @@ Outputs per evaluated checkpoint (eval_dir):
 import collections
 import json
 import os
-import re
 import shutil
 import time
 
@@ -36,6 +35,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from slimflowers import checkpoints
 from slimflowers import fileio
 from slimflowers import metrics
 
@@ -45,94 +45,18 @@ SCALAR_KEYS = ("accuracy", "top_5_accuracy", "loss", "mean_per_class_accuracy")
 RESULTS_FILE = "results.jsonl"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
-GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
 # A checkpoint that fails to read this many times in a row is given up on (it is corrupt,
 # not merely being written or rotated).
 MAX_READ_FAILURES = 3
 
 
-class CheckpointUnreadable(Exception):
-  """A checkpoint vanished, is half-written or cannot be read: skip it, never crash."""
-
-
-# ---------------------------------------------------------------------------
-# Finding checkpoints
-# ---------------------------------------------------------------------------
-
-def _number(prefix):
-  m = re.search(r"-(\d+)$", prefix)
-  return int(m.group(1)) if m else -1
-
-
-def checkpoint_files(prefix):
-  """The .index and all .data-?????-of-N files of `prefix`; CheckpointUnreadable if any is missing."""
-  index = prefix + ".index"
-  data = tf.io.gfile.glob(prefix + ".data-*-of-*")
-  if not tf.io.gfile.exists(index) or not data:
-    raise CheckpointUnreadable(f"{prefix}: missing {'.index' if data else '.data-* files'} "
-                               "(being written or being deleted)")
-  shards = int(data[0].rsplit("-of-", 1)[1])
-  if len(data) != shards:
-    raise CheckpointUnreadable(f"{prefix}: {len(data)} of {shards} data shards present")
-  return [index] + sorted(data)
-
-
-def list_checkpoints(train_dir, warned=None):
-  """Complete checkpoints (index and every data shard present) in `train_dir`, oldest first.
-
-  A data file without its index is a checkpoint being written and is ignored
-  silently; an index without data is reported once (in `warned`) and ignored.
-  """
-  if not tf.io.gfile.isdir(train_dir):
-    return []
-  found = []
-  for index in tf.io.gfile.glob(os.path.join(train_dir, "*.index")):
-    prefix = index[:-len(".index")]
-    try:
-      checkpoint_files(prefix)
-    except CheckpointUnreadable as e:
-      if warned is not None and prefix not in warned:
-        warned.add(prefix)
-        logging.warning("Skipping incomplete checkpoint %s", e)
-      continue
-    found.append(prefix)
-  return sorted(found, key=lambda p: (_number(p), p))
-
-
-def resolve_checkpoint(path):
-  """A checkpoint prefix from a prefix, a `prefix.index` path or a directory (its latest checkpoint)."""
-  if path.endswith(".index"):
-    path = path[:-len(".index")]
-  if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      listed = list_checkpoints(path)
-      latest = listed[-1] if listed else None
-    if latest is None:
-      raise FileNotFoundError(
-          f"--checkpoint_path={path} is a directory without checkpoints. Point it at a train_dir "
-          "that holds ckpt-STEP.index files, or add --continuous to wait for the first one.")
-    return latest
-  if tf.io.gfile.exists(path + ".index"):
-    return path
-  raise FileNotFoundError(
-      f"--checkpoint_path={path} is neither a directory nor a checkpoint (no {path}.index). "
-      "Pass a train_dir or a prefix such as TRAIN_DIR/ckpt-1000.")
-
-
-def read_global_step(prefix):
-  """The training step stored in the checkpoint (falls back to the -NUMBER suffix of its name)."""
-  try:
-    checkpoint_files(prefix)
-    reader = tf.train.load_checkpoint(prefix)
-    if reader.has_tensor(GLOBAL_STEP_KEY):
-      return int(reader.get_tensor(GLOBAL_STEP_KEY))
-  except tf.errors.OpError as e:
-    raise CheckpointUnreadable(f"{prefix}: {type(e).__name__}: {e.message}") from e
-  if _number(prefix) >= 0:
-    return _number(prefix)
-  raise ValueError(f"Checkpoint {prefix} has no global_step variable and no -STEP suffix; "
-                   "it was not written by train_image_classifier.py.")
+# Finding checkpoints: shared with the trainer's fine-tuning restore (slimflowers/checkpoints.py).
+CheckpointUnreadable = checkpoints.CheckpointUnreadable
+checkpoint_files = checkpoints.checkpoint_files
+list_checkpoints = checkpoints.list_checkpoints
+resolve_checkpoint = checkpoints.resolve_checkpoint
+read_global_step = checkpoints.read_global_step
+_number = checkpoints.checkpoint_number
 
 
 def has_ema(prefix):

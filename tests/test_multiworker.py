@@ -91,21 +91,8 @@ def _read(path):
     return f.read()
 
 
-def _weights(ckpt_path, model_name="cifarnet", num_classes=3):
-  """{variable path: array} of the model in a checkpoint (as tests/test_train.py reads them)."""
-  import nets  # pylint: disable=g-import-not-at-top
-  model = nets.get_model(model_name, num_classes)
-  tf.train.Checkpoint(model=model).read(ckpt_path).expect_partial().assert_existing_objects_matched()
-  return {v.path: np.array(v.numpy()) for v in model.weights}
-
-
-def _scalar_steps(logdir):
-  tags = {}
-  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for v in event.summary.value:
-        tags.setdefault(v.tag, []).append(event.step)
-  return tags
+_weights = tiny_data.checkpoint_weights
+_scalar_steps = tiny_data.summary_steps
 
 
 def _saved_checkpoints(log_text):

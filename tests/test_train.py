@@ -45,22 +45,8 @@ def _train(train_dir, dataset_dir, *extra, expect_ok=True):
   return proc
 
 
-def _weights(ckpt_path, model_name="cifarnet", num_classes=3, ema=False):
-  """{variable path: array} of the model (or ema_model) in a checkpoint."""
-  import nets  # pylint: disable=g-import-not-at-top
-  model = nets.get_model(model_name, num_classes)
-  key = "ema_model" if ema else "model"
-  tf.train.Checkpoint(**{key: model}).read(ckpt_path).expect_partial().assert_existing_objects_matched()
-  return {v.path: np.array(v.numpy()) for v in model.weights}
-
-
-def _scalar_tags(logdir):
-  tags = {}
-  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for v in event.summary.value:
-        tags.setdefault(v.tag, []).append(event.step)
-  return tags
+_weights = tiny_data.checkpoint_weights
+_scalar_tags = tiny_data.summary_steps
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""Tiny learnable image folders converted by the real converter, for trainer/evaluator/study tests.
+"""Shared test helpers: tiny learnable datasets made by the real converter, and checkpoint/event readers.
 
 Each class is a distinct colour with noise, so a few steps of cifarnet already learn something.
 """
+import glob
 import os
 import subprocess
 import sys
@@ -39,3 +40,24 @@ def make_dataset(tmp_dir, *, num_classes=3, per_class=12, validation_size=0.25, 
   if proc.returncode != 0:
     raise RuntimeError(f"conversion failed:\n{proc.stderr[-3000:]}")
   return out
+
+
+def checkpoint_weights(ckpt_path, model_name="cifarnet", num_classes=3, ema=False):
+  """{variable path: array} of the model (or ema_model) held in a training checkpoint."""
+  import nets  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = nets.get_model(model_name, num_classes)
+  key = "ema_model" if ema else "model"
+  tf.train.Checkpoint(**{key: model}).read(str(ckpt_path)).expect_partial().assert_existing_objects_matched()
+  return {v.path: np.array(v.numpy()) for v in model.weights}
+
+
+def summary_steps(logdir):
+  """{tag: [steps]} of every summary in logdir's event files."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tags = {}
+  for path in glob.glob(os.path.join(str(logdir), "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        tags.setdefault(v.tag, []).append(event.step)
+  return tags
