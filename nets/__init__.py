@@ -189,3 +189,5 @@ from nets import mobilenet  # pylint: disable=g-import-not-at-top,wrong-import-p
 from nets import resnet_v1  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nets import vgg  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nets import xception  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from nets.endpoints import endpoints_model  # pylint: disable=g-import-not-at-top,wrong-import-position

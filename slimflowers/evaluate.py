@@ -317,8 +317,7 @@ class Outputs:
     self._writer.flush()
     fileio.append_line(os.path.join(self.eval_dir, RESULTS_FILE), json.dumps(result, sort_keys=True))
     self.done_steps.add(step)
-    logging.info("%s", format_result(result))
-    print(format_result(result), flush=True)
+    print(format_result(result), flush=True)  # the console line users watch (stdout; logs stay on stderr)
     if _is_better(result, self.best):
       self._save_best(result, model, use_ema)
 

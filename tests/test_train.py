@@ -187,3 +187,12 @@ def test_fine_tune_backbone_from_keras_applications_weight_file(data, tmp_path):
   assert len(backbone) == len(expected)
   for k in backbone:
     np.testing.assert_array_equal(after[k], expected[k], err_msg=k)
+
+
+def test_augmentations_mixup_cutmix_and_bfloat16_run(data, tmp_path):
+  train_dir = tmp_path / "aug"
+  _train(train_dir, data, "--max_number_of_steps=2", "--augment=randaugment", "--random_erasing=0.25",
+         "--mixup_alpha=0.2", "--cutmix_alpha=1.0", "--label_smoothing=0.1", "--precision=mixed_bfloat16")
+  info = json.loads((train_dir / "run_info.json").read_text())
+  assert info["finished"] and info["hparams"]["augment"] == "randaugment" and info["precision"] == "mixed_bfloat16"
+  assert all(np.isfinite(w).all() for w in _weights(str(train_dir / "ckpt-2")).values())
