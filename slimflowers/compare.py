@@ -405,6 +405,16 @@ def _no_data(ax, what):
   ax.text(0.5, 0.5, f"no {what} logged yet", ha="center", va="center", transform=ax.transAxes)
 
 
+def _finish_curves(fig, ax, path, drawn, what):
+  """Grid, then a legend when any run had data (else a 'no data' note), then save."""
+  ax.grid(alpha=0.3)
+  if drawn:
+    ax.legend()
+  else:
+    _no_data(ax, what)
+  _save(fig, path)
+
+
 def plot_loss(runs, path):
   fig, ax = _figure()
   drawn = False
@@ -414,12 +424,7 @@ def plot_loss(runs, path):
       ax.plot([s for s, _ in series], [v for _, v in series], label=run.name)
       drawn = True
   ax.set(title="Training loss", xlabel="step", ylabel="total loss")
-  ax.grid(alpha=0.3)
-  if drawn:
-    ax.legend()
-  else:
-    _no_data(ax, "training loss")
-  _save(fig, path)
+  _finish_curves(fig, ax, path, drawn, "training loss")
 
 
 def plot_val_accuracy(runs, path):
@@ -432,12 +437,7 @@ def plot_val_accuracy(runs, path):
       ax.plot([s for s, _ in points], [100 * v for _, v in points], marker="o", markersize=3, label=run.name)
       drawn = True
   ax.set(title="Validation accuracy", xlabel="step", ylabel="top-1 accuracy (%)")
-  ax.grid(alpha=0.3)
-  if drawn:
-    ax.legend()
-  else:
-    _no_data(ax, "validation accuracy")
-  _save(fig, path)
+  _finish_curves(fig, ax, path, drawn, "validation accuracy")
 
 
 def plot_steps_per_hour(rows, path):
