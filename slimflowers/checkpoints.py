@@ -137,6 +137,17 @@ def read_global_step(prefix):
                    "it was not written by train_image_classifier.py.")
 
 
+def read_run_info(train_dir):
+  """train_dir/run_info.json, or {} while it is missing or being replaced."""
+  path = os.path.join(train_dir, "run_info.json")
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      info = json.loads(f.read())
+    return info if isinstance(info, dict) else {}
+  except (tf.errors.NotFoundError, ValueError, OSError):
+    return {}
+
+
 def read_model_config(ckpt_path):
   reader = tf.train.load_checkpoint(ckpt_path)
   if not reader.has_tensor(MODEL_CONFIG_KEY):

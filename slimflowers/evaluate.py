@@ -57,21 +57,11 @@ list_checkpoints = checkpoints.list_checkpoints
 resolve_checkpoint = checkpoints.resolve_checkpoint
 read_global_step = checkpoints.read_global_step
 _number = checkpoints.checkpoint_number
+read_run_info = checkpoints.read_run_info
 
 
 def has_ema(prefix):
   return any(name.startswith("ema_model/") for name, _ in tf.train.list_variables(prefix))
-
-
-def read_run_info(train_dir):
-  """train_dir/run_info.json, or {} while it is missing or being replaced."""
-  path = os.path.join(train_dir, "run_info.json")
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      info = json.loads(f.read())
-    return info if isinstance(info, dict) else {}
-  except (tf.errors.NotFoundError, ValueError, OSError):
-    return {}
 
 
 def _run_max_steps(info):

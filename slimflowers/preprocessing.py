@@ -44,6 +44,16 @@ def normalize(image_0_255, preprocessing_name):
   return image[..., ::-1] - tf.constant(_CAFFE_MEANS_BGR, tf.float32)
 
 
+def denormalize(image, preprocessing_name):
+  """The inverse of `normalize`: back to uint8 RGB [0, 255] (for TensorBoard image summaries)."""
+  _check(preprocessing_name)
+  if preprocessing_name == "inception":
+    image = (image + 1.0) * 127.5
+  else:
+    image = (image + tf.constant(_CAFFE_MEANS_BGR, tf.float32))[..., ::-1]
+  return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+
+
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as tf.image.rgb_to_grayscale
 
 

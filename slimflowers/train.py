@@ -7,7 +7,6 @@ Read top to bottom: strategy -> data -> model and optimizer -> restore -> update
 Resume order (written down, logged loudly): a checkpoint in train_dir wins over
 --checkpoint_path, which wins over random initialization.
 """
-import json
 import math
 import os
 import shutil
@@ -26,8 +25,10 @@ import nets
 from slimflowers import checkpoints
 from slimflowers import devices
 from slimflowers import fileio
+from slimflowers import hparams
 from slimflowers import input_pipeline
 from slimflowers import optim
+from slimflowers import preprocessing
 
 AUX_LOSS_WEIGHT = 0.4  # TF-Slim's weight for Inception's auxiliary head.
 
@@ -220,15 +221,6 @@ def _no_second_all_reduce(optimizer):
   inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)  # pylint: disable=protected-access
 
 
-def _denormalize(images, preprocessing_name):
-  """Back to [0, 255] RGB for the TensorBoard image summary."""
-  if preprocessing_name == "inception":
-    x = (images + 1.0) * 127.5
-  else:
-    x = (images + tf.constant([103.939, 116.779, 123.68]))[..., ::-1]  # BGR minus means -> RGB
-  return tf.cast(tf.clip_by_value(x, 0, 255), tf.uint8)
-
-
 def run(cfg):
   """Trains as `cfg` (a namespace with the train_flags values) says. Returns run_info."""
   # ---------------- Strategy ----------------
@@ -336,7 +328,7 @@ def run(cfg):
   # ---------------- Run metadata ----------------
   start_step = int(global_step.numpy())
   info_path = os.path.join(cfg.train_dir, "run_info.json")
-  previous = (_read_json(info_path) or {}) if start_step > 0 else {}
+  previous = checkpoints.read_run_info(cfg.train_dir) if start_step > 0 else {}
   run_info = _run_info(cfg, split, model, train_variables, num_replicas, max_steps, source)
   # Time already spent by earlier (killed) processes of this run carries over.
   for k in ("timed_steps", "timed_secs", "train_wall_secs"):
@@ -425,7 +417,7 @@ def _write_image_summary(writer, split, cfg):
                                     augment=cfg.augment, random_erasing=cfg.random_erasing)
   images, _ = next(iter(ds))
   with writer.as_default(step=0):
-    tf.summary.image("input_images", _denormalize(images, cfg.preprocessing_name),
+    tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),
                      max_outputs=NUM_SUMMARY_IMAGES)
 
 
@@ -455,10 +447,6 @@ def _hparams(cfg, num_replicas):
 
 
 def _log_hparams(cfg, num_replicas, summary_dir):
-  try:
-    from slimflowers import hparams  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return
   hparams.log_hparams(os.path.dirname(summary_dir), _hparams(cfg, num_replicas),
                       metrics=["accuracy", "total_loss"])
 
@@ -470,7 +458,7 @@ def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, sourc
       "num_classes": split.num_classes, "image_size": cfg.train_image_size,
       "preprocessing_name": cfg.preprocessing_name, "batch_size": cfg.batch_size,
       "num_replicas": num_replicas, "precision": cfg.precision,
-      "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+      "trainable_params": nets.trainable_parameter_count(model),
       "trained_params": int(sum(np.prod(v.shape) for v in train_variables)),
       "hparams": _hparams(cfg, num_replicas), "max_steps": max_steps, "initialized_from": source,
       "finished": False,
@@ -482,12 +470,4 @@ def _gflops(cfg, model):
     return nets.gflops(model, cfg.train_image_size)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("Could not count GFLOPs for %s: %s", cfg.model_name, e)
-    return None
-
-
-def _read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
     return None
