@@ -2,7 +2,7 @@
 
     python bench/input_pipeline_bench.py --dataset_dir=/tmp/bench_synthetic --num_images=1000
     # prints: conversion images/s vs single-core JPEG decode, and the training reader
-    # (crop + flip + resize + colour) vs plain tf.io.decode_jpeg + resize of the same records,
+    # (crop + flip + resize + the default "fast" colour distortion) vs plain tf.io.decode_jpeg + resize of the same records,
     # per core; target: reader >= 0.8 x decode-only.
 
 Conversion: `datasets.convert(..., overwrite=True)` on synthetic_flowers (images generated
@@ -32,6 +32,8 @@ flags.DEFINE_integer("num_batches", 40, "Timed batches per reader.")
 flags.DEFINE_integer("warmup_batches", 5, "Untimed batches first (tracing, buffers).")
 flags.DEFINE_integer("threads", 1, "tf.data private thread pool size (1 = per-core figures).")
 flags.DEFINE_string("preprocessing", "inception", "Training preprocessing to time.")
+flags.DEFINE_enum("color_distortion", "fast", ("fast", "full", "none"),
+                  "Inception colour distortion to time (fast: the training default).")
 flags.DEFINE_bool("skip_conversion", False, "Only time the readers.")
 
 
@@ -74,7 +76,8 @@ def bench_reader():
   split = datasets.get_split("synthetic_flowers", "train", FLAGS.dataset_dir)
   size, batch = FLAGS.image_size, FLAGS.batch_size
   train = _threaded(input_pipeline.train_dataset(split, batch_size=batch, image_size=size,
-                                                 preprocessing_name=FLAGS.preprocessing, seed=0))
+                                                 preprocessing_name=FLAGS.preprocessing, seed=0,
+                                                 color_distortion=FLAGS.color_distortion))
   records = tf.data.TFRecordDataset(split.filenames).batch(1 << 30).get_single_element()
 
   def decode_resize(serialized):
@@ -94,7 +97,8 @@ def bench_reader():
   print(f"reader ({FLAGS.threads} thread(s), {size}px, batch {batch}, {split.num_samples} records of "
         f"~160-400 px):")
   print(f"  baseline tf.io.decode_jpeg + resize: {best['decode+resize']:.0f} images/s")
-  print(f"  train reader ({FLAGS.preprocessing}: crop via decode_and_crop_jpeg + flip + resize + colour): "
+  print(f"  train reader ({FLAGS.preprocessing}: crop via decode_and_crop_jpeg + flip + resize + "
+        f"{FLAGS.color_distortion} colour distortion): "
         f"{best['train reader']:.0f} images/s")
   print(f"  ratio train/baseline = {ratio:.2f} (target >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'})")
 

@@ -111,11 +111,14 @@ def _indexed_records_streaming(split, seed, start_index):
 
 
 def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, start_index=0, augment="none",
-                  random_erasing=0.0, input_context=None):
+                  random_erasing=0.0, color_distortion="fast", input_context=None):
   """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc."""
   _check_common(split, batch_size, image_size, preprocessing_name)
   if start_index < 0:
     raise ValueError(f"start_index={start_index} must be >= 0.")
+  if color_distortion not in preprocessing.COLOR_DISTORTIONS:
+    raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: "
+                     f"{', '.join(preprocessing.COLOR_DISTORTIONS)}.")
   if not 0.0 <= random_erasing <= 1.0:
     raise ValueError(f"random_erasing={random_erasing} is a probability: use a value in [0, 1].")
   augment_fn = _augment_fn(augment)
@@ -137,7 +140,7 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
     index, serialized = lookup(index, record)  # inside the parallel map: the serial part stays tiny
     image_bytes, label = _parse(serialized)
     image = preprocessing.preprocess_train(image_bytes, image_size, preprocessing_name, tf.stack([seed_t, index]),
-                                           augment_fn=augment_fn)
+                                           augment_fn=augment_fn, color_distortion=color_distortion)
     if eraser is not None:
       image = eraser.distort(image)
     return image, label

@@ -7,9 +7,11 @@
 - `inception` (TF-Slim inception_preprocessing.py): train = distorted bounding-box crop
   (min_object_covered 0.1, aspect 3/4..4/3, area 0.05..1, 100 attempts) decoded with
   `decode_and_crop_jpeg` (only the crop is decoded), bilinear resize, random flip,
-  colour distortion (brightness, saturation, hue, contrast; one affine colour map, see
-  _distort_color) fused with the normalization, applied before or after the resize, whichever
-  touches fewer pixels; eval = central crop 0.875
+  colour distortion as one affine colour map (see _distort_color) fused with the
+  normalization, applied before or after the resize, whichever touches fewer pixels.
+  `color_distortion`: "fast" (the default, as TF-Slim's default fast_mode=True: brightness
+  then saturation), "full" (TF-Slim's fast_mode=False distortions in its ordering 0:
+  brightness, saturation, hue, contrast) or "none". Eval = central crop 0.875
   (again decoding only the crop), resize. Output in [-1, 1] (Keras "tf" mode).
 - `vgg` (alias `caffe`; TF-Slim vgg_preprocessing.py): train = resize the smaller side to a
   random size in [256, 512] * image_size / 224, random crop, flip; eval = smaller side to
@@ -25,6 +27,7 @@ import math
 import tensorflow as tf
 
 PREPROCESSING_NAMES = ("inception", "vgg", "caffe")
+COLOR_DISTORTIONS = ("fast", "full", "none")
 # keras.applications.imagenet_utils caffe mode: BGR channel means.
 _CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 _CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
@@ -57,34 +60,41 @@ def denormalize(image, preprocessing_name):
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as tf.image.rgb_to_grayscale
 
 
-def _distort_color(image, seeds, normalize_inception=False):
-  """TF-Slim distort_color's four distortions (ordering 0, same ranges) as ONE affine colour map.
+def _distort_color(image, seeds, color_distortion, normalize_inception=False):
+  """TF-Slim distort_color (same distortions and ranges, ordering 0) as ONE affine colour map.
 
   TF-Slim converts to HSV for saturation and hue, which costs ~7 ms per 224 px image on one
-  core, 5x the JPEG decode: the reader would starve the GPU. Here brightness (+delta, max
-  32/255 of the range), saturation (interpolation with luma, x0.5..1.5), hue (rotation about
-  the grey axis, +-0.2 turn) and contrast (around the image mean, x0.5..1.5) compose into
-  y = A x + b with one 3x3 matrix, so the per-pixel cost is one small matmul and a clip.
+  core, 5x the JPEG decode: the reader would starve the GPU. Here the distortions compose
+  into y = A x + b with one 3x3 matrix, so the per-pixel cost is one small matmul, an add
+  and a clip:
+  - brightness: + delta, |delta| <= 32/255 of the range;
+  - saturation: interpolation with the luma, x0.5..1.5 (luma weights sum to 1, so it keeps
+    a brightness shift as it is: b stays a scalar in "fast" mode);
+  - "full" only: hue, a rotation about the grey axis by +-0.2 turn, and contrast, x0.5..1.5
+    around the image's mean colour (b becomes a colour vector).
   `image` in [0, 255]; result clipped to [0, 255], or, with `normalize_inception`, mapped
   to [-1, 1] in the same affine step (clipping commutes with that increasing map).
+  `seeds`: [4, 2] int64.
   """
   delta = tf.random.stateless_uniform([], seeds[0], -32.0, 32.0)
   sat = tf.random.stateless_uniform([], seeds[1], 0.5, 1.5)
-  angle = tf.random.stateless_uniform([], seeds[2], -0.2, 0.2) * 2.0 * math.pi
-  contrast = tf.random.stateless_uniform([], seeds[3], 0.5, 1.5)
   eye = tf.eye(3)
   luma = tf.constant([_LUMA], tf.float32)  # [1, 3]
-  saturation_m = sat * eye + (1.0 - sat) * tf.ones([3, 1]) * luma  # rows: s*x + (1-s)*luma(x)
-  k = tf.constant([1.0, 1.0, 1.0], tf.float32) / math.sqrt(3.0)  # Rodrigues rotation about the grey axis
-  cross = tf.constant([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], tf.float32) / math.sqrt(3.0)
-  hue_m = tf.cos(angle) * eye + tf.sin(angle) * cross + (1.0 - tf.cos(angle)) * tf.tensordot(k, k, axes=0)
-  m = tf.matmul(hue_m, saturation_m)  # y = m (x + delta)
-  # The contrast pivot: the mean colour, from every 4th row and column (a full reduce_mean costs as much as
-  # the colour map itself; the subsampled mean differs by a fraction of a grey level).
-  mean_y = tf.linalg.matvec(m, tf.reduce_mean(image[::4, ::4], axis=[0, 1]) + delta)
-  # z = c * (y - mean_y) + mean_y = (c m) x + (c m delta + (1 - c) mean_y)
-  scale = contrast * m
-  offset = contrast * tf.linalg.matvec(m, tf.fill([3], delta)) + (1.0 - contrast) * mean_y
+  scale = sat * eye + (1.0 - sat) * tf.ones([3, 1]) * luma  # rows: s*x + (1-s)*luma(x)
+  offset = delta  # y = S (x + delta) = S x + delta, since S maps grey to itself
+  if color_distortion == "full":
+    angle = tf.random.stateless_uniform([], seeds[2], -0.2, 0.2) * 2.0 * math.pi
+    contrast = tf.random.stateless_uniform([], seeds[3], 0.5, 1.5)
+    k = tf.constant([1.0, 1.0, 1.0], tf.float32) / math.sqrt(3.0)  # Rodrigues rotation about the grey axis
+    cross = tf.constant([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], tf.float32) / math.sqrt(3.0)
+    hue_m = tf.cos(angle) * eye + tf.sin(angle) * cross + (1.0 - tf.cos(angle)) * tf.tensordot(k, k, axes=0)
+    m = tf.matmul(hue_m, scale)  # y = m x + delta (the rotation also maps grey to itself)
+    # The contrast pivot: the mean colour, from every 4th row and column (a full reduce_mean costs as much as
+    # the colour map itself; the subsampled mean differs by a fraction of a grey level).
+    mean_y = tf.linalg.matvec(m, tf.reduce_mean(image[::4, ::4], axis=[0, 1])) + delta
+    # z = c * (y - mean_y) + mean_y = (c m) x + (c delta + (1 - c) mean_y)
+    scale = contrast * m
+    offset = contrast * delta + (1.0 - contrast) * mean_y
   lo, hi = 0.0, 255.0
   if normalize_inception:
     scale, offset, lo, hi = scale / 127.5, offset / 127.5 - 1.0, -1.0, 1.0
@@ -105,13 +115,15 @@ def _vgg_sizes(image_size):
   return int(256 * image_size / 224), int(512 * image_size / 224)
 
 
-def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None):
+def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None, color_distortion="fast"):
   """JPEG bytes -> float32 [image_size, image_size, 3] training image, normalized for the net.
 
   `augment_fn`, if given, maps a float [0, 255] image to another (RandAugment, ...), applied
-  before normalization.
+  before normalization. `color_distortion` (inception only): see the module doc.
   """
   _check(preprocessing_name)
+  if color_distortion not in COLOR_DISTORTIONS:
+    raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: {', '.join(COLOR_DISTORTIONS)}.")
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
   if preprocessing_name == "inception":
     shape = tf.image.extract_jpeg_shape(image_bytes)
@@ -125,7 +137,10 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
     fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
 
     def colour_and_flip(x):
-      x = _distort_color(x, seeds[2:6], normalize_inception=fused)
+      if color_distortion == "full":
+        x = _distort_color(x, seeds[2:6], color_distortion, normalize_inception=fused)
+      elif fused:
+        x = normalize(x, preprocessing_name)
       return tf.cond(flip, lambda: tf.reverse(x, [1]), lambda: x)
 
     def resize(x):

@@ -250,7 +250,7 @@ def run(cfg):
           split, batch_size=per_replica, image_size=cfg.train_image_size,
           preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
           start_index=start_step * cfg.batch_size, augment=cfg.augment,
-          random_erasing=cfg.random_erasing, input_context=ctx)
+          random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, input_context=ctx)
       if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
         from official.vision.ops import augment  # pylint: disable=g-import-not-at-top
         mix = augment.MixupAndCutmix(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
@@ -414,7 +414,8 @@ class _SummaryAction:
 def _write_image_summary(writer, split, cfg):
   ds = input_pipeline.train_dataset(split, batch_size=NUM_SUMMARY_IMAGES, image_size=cfg.train_image_size,
                                     preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
-                                    augment=cfg.augment, random_erasing=cfg.random_erasing)
+                                    augment=cfg.augment, random_erasing=cfg.random_erasing,
+                                    color_distortion=cfg.color_distortion)
   images, _ = next(iter(ds))
   with writer.as_default(step=0):
     tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),

@@ -6,9 +6,9 @@ resolved values are written to TRAIN_DIR/flags.txt.
 from absl import flags
 
 from slimflowers import devices
+from slimflowers import input_pipeline
 from slimflowers import optim
-
-AUGMENTS = ("none", "randaugment", "autoaugment")
+from slimflowers import preprocessing
 
 
 def define_flags():
@@ -52,7 +52,10 @@ def define_flags():
   flags.DEFINE_float("moving_average_decay", None, "If set, keep an EMA of the weights (saved as ema_model).")
   flags.DEFINE_float("clip_gradient_norm", 0.0, "Clip the global gradient norm to this (0: off).")
   # Augmentation.
-  flags.DEFINE_enum("augment", "none", AUGMENTS, "Extra augmentation from official.vision.ops.augment.")
+  flags.DEFINE_enum("augment", "none", input_pipeline.AUGMENT_NAMES, "Extra augmentation from official.vision.ops.augment.")
+  flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
+                    "Inception preprocessing's colour distortion: fast (TF-Slim's default fast_mode: brightness + "
+                    "saturation), full (+ hue + contrast) or none.")
   flags.DEFINE_float("mixup_alpha", 0.0, "Mixup alpha (0: off).")
   flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix alpha (0: off).")
   flags.DEFINE_float("random_erasing", 0.0, "Random-erasing probability (0: off).")
@@ -84,6 +87,6 @@ RUN_FLAGS = (
     "optimizer", "momentum", "rmsprop_decay", "rmsprop_momentum", "opt_epsilon", "adam_beta1", "adam_beta2",
     "adamw_weight_decay", "learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor",
     "num_epochs_per_decay", "end_learning_rate", "warmup_epochs", "weight_decay", "label_smoothing",
-    "moving_average_decay", "clip_gradient_norm", "augment", "mixup_alpha", "cutmix_alpha", "random_erasing",
+    "moving_average_decay", "clip_gradient_norm", "augment", "color_distortion", "mixup_alpha", "cutmix_alpha", "random_erasing",
     "aux_logits", "dropout_rate", "batch_norm_momentum", "batch_norm_epsilon", "num_gpus", "num_cpu_replicas", "precision", "jit_compile", "steps_per_loop",
     "checkpoint_path", "checkpoint_exclude_scopes", "trainable_scopes", "ignore_missing_vars")

@@ -189,3 +189,64 @@ def test_train_preprocessing_is_a_function_of_the_seed():
   assert not np.array_equal(a.numpy(), c.numpy())
   v = preprocessing.preprocess_train(data, SIZE, "vgg", tf.constant([1, 2], tf.int64))
   assert v.shape == (SIZE, SIZE, 3)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _luma_and_chroma(image):
+  luma = image @ _LUMA
+  return luma, image - luma[..., None]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fast_color_distortion_is_brightness_then_saturation(seed):
+  # Mid-range colours, so nothing clips: then brightness shifts every pixel's luma by the same delta and
+  # saturation scales every pixel's chroma (colour minus luma) by the same factor, in TF-Slim's ranges.
+  x = tf.random.stateless_uniform([20, 30, 3], [seed, 9], 112.0, 144.0)
+  seeds = tf.random.experimental.stateless_split(tf.constant([seed, 5], tf.int64), num=4)
+  y = preprocessing._distort_color(x, seeds, "fast").numpy()  # pylint: disable=protected-access
+  luma_x, chroma_x = _luma_and_chroma(x.numpy().astype(np.float64))
+  luma_y, chroma_y = _luma_and_chroma(y.astype(np.float64))
+  delta = luma_y - luma_x
+  sat = (chroma_y * chroma_x).sum() / (chroma_x * chroma_x).sum()
+  assert np.ptp(delta) < 1e-3
+  # TF-Slim's ranges, drawn from seeds[0] (brightness) and seeds[1] (saturation).
+  np.testing.assert_allclose(delta.mean(), tf.random.stateless_uniform([], seeds[0], -32.0, 32.0), atol=1e-3)
+  np.testing.assert_allclose(sat, tf.random.stateless_uniform([], seeds[1], 0.5, 1.5), atol=1e-4)
+  np.testing.assert_allclose(chroma_y, sat * chroma_x, atol=1e-3)
+  # Normalized in the same step: the same map, then [0, 255] -> [-1, 1].
+  z = preprocessing._distort_color(x, seeds, "fast", normalize_inception=True).numpy()  # pylint: disable=protected-access
+  np.testing.assert_allclose(z, y / 127.5 - 1.0, atol=1e-5)
+
+
+def test_full_color_distortion_keeps_grey_grey_and_moves_colours_off_the_fast_result():
+  grey = tf.fill([8, 8, 3], 100.0) + tf.random.stateless_uniform([8, 8, 1], [0, 1], 0.0, 50.0)
+  colour = tf.random.stateless_uniform([8, 8, 3], [0, 2], 0.0, 255.0)
+  for s in range(4):
+    seeds = tf.random.experimental.stateless_split(tf.constant([s, 5], tf.int64), num=4)
+    y = preprocessing._distort_color(grey, seeds, "full").numpy()  # pylint: disable=protected-access
+    np.testing.assert_allclose(y[..., 0], y[..., 1], atol=1e-3)  # hue and saturation rotate/scale about grey
+    np.testing.assert_allclose(y[..., 0], y[..., 2], atol=1e-3)
+    full = preprocessing._distort_color(colour, seeds, "full").numpy()  # pylint: disable=protected-access
+    fast = preprocessing._distort_color(colour, seeds, "fast").numpy()  # pylint: disable=protected-access
+    assert 0.0 <= full.min() and full.max() <= 255.0
+    assert np.abs(full - fast).max() > 1.0
+
+
+def test_train_color_distortion_modes_share_crop_and_flip():
+  # Same seed, so the same crop and flip: "fast" differs from "none" by brightness + saturation only.
+  data = _jpeg(5, 90, 120)
+  seed = tf.constant([1, 2], tf.int64)
+  none = preprocessing.preprocess_train(data, SIZE, "inception", seed, color_distortion="none").numpy()
+  fast = preprocessing.preprocess_train(data, SIZE, "inception", seed).numpy()
+  full = preprocessing.preprocess_train(data, SIZE, "inception", seed, color_distortion="full").numpy()
+  for image in (none, fast, full):
+    assert image.shape == (SIZE, SIZE, 3) and -1.0 <= image.min() and image.max() <= 1.0
+  unclipped = (np.abs(fast) < 0.999).all(axis=-1)
+  assert unclipped.mean() > 0.5
+  luma_shift = (fast @ _LUMA - none @ _LUMA)[unclipped]
+  assert np.ptp(luma_shift) < 1e-3 and abs(luma_shift.mean()) <= 32.0 / 127.5
+  assert np.abs(full - fast).max() > 0.01
+  with pytest.raises(ValueError, match="Unknown color_distortion 'hsv'. Known: fast, full, none"):
+    preprocessing.preprocess_train(data, SIZE, "inception", seed, color_distortion="hsv")
