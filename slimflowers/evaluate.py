@@ -502,7 +502,9 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name, dat
                                     outputs=outputs)
     recorded.append(result)
     if print_predictions:
-      print(format_predictions(predictions(model, dataset, print_predictions), split.labels_to_names),
+      named = input_pipeline.eval_dataset(split, batch_size=batch_size, image_size=image_size,
+                                          preprocessing_name=preprocessing_name, with_filenames=True)
+      print(format_predictions(predictions(model, named, print_predictions), split.labels_to_names),
             flush=True)
     return result["step"]
 

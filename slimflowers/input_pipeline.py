@@ -150,11 +150,13 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
   return ds.with_options(_options())
 
 
-def eval_dataset(split, *, batch_size, image_size, preprocessing_name, input_context=None):
+def eval_dataset(split, *, batch_size, image_size, preprocessing_name, input_context=None, with_filenames=False):
   """{"image", "label", "mask"} batches in file order, padded with mask=0 examples (see module doc).
 
   The padded split has a multiple of batch_size * num_input_pipelines examples, so every
   pipeline gets the same number of full batches and every real example appears once.
+  `with_filenames` adds "filename" (the source file's base name; b"" for padding): for
+  printing predictions, not for distributed evaluation (strings cannot go to a GPU).
   """
   _check_common(split, batch_size, image_size, preprocessing_name)
   num_pipelines, pipeline_id = _pipelines(input_context)
@@ -177,7 +179,11 @@ def eval_dataset(split, *, batch_size, image_size, preprocessing_name, input_con
 
     image, label = tf.cond(mask > 0, decode, pad)
     image.set_shape([image_size, image_size, 3])
-    return {"image": image, "label": label, "mask": mask}
+    example = {"image": image, "label": label, "mask": mask}
+    if with_filenames:
+      example["filename"] = tf.io.parse_single_example(
+          serialized, {"image/filename": tf.io.FixedLenFeature([], tf.string, default_value="")})["image/filename"]
+    return example
 
   ds = ds.map(make_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

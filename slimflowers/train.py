@@ -441,8 +441,9 @@ def _hparams(cfg, num_replicas):
       "model": nets.get_spec(cfg.model_name).name, "dataset": cfg.dataset_name,
       "image_size": cfg.train_image_size, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
       "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type,
-      "weight_decay": cfg.weight_decay, "augment": cfg.augment, "mixup_alpha": cfg.mixup_alpha,
-      "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing, "precision": cfg.precision,
+      "weight_decay": cfg.weight_decay, "augment": cfg.augment, "color_distortion": cfg.color_distortion,
+      "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,
+      "precision": cfg.precision,
       "replicas": num_replicas, "moving_average_decay": cfg.moving_average_decay or 0.0,
   }
 

@@ -421,6 +421,9 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
   assert "eval validation step 3: accuracy=" in proc.stdout
   predictions = [line for line in proc.stdout.splitlines() if " pred=" in line]
   assert len(predictions) == 3 and all("true=" in line and "(p=" in line for line in predictions)
+  first_files = [datasets.dataset_utils.parse_example(r)["image/filename"].numpy().decode()
+                 for r in tf.data.TFRecordDataset(split.filenames).take(3)]
+  assert [line.split()[0] for line in predictions] == first_files
   names = set(split.labels_to_names.values())
   assert all(line.split("true=")[1].split()[0] in names for line in predictions)
   assert os.path.exists(train_dir / "eval_validation" / "best" / "best.json")

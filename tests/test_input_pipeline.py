@@ -250,3 +250,14 @@ def test_train_color_distortion_modes_share_crop_and_flip():
   assert np.abs(full - fast).max() > 0.01
   with pytest.raises(ValueError, match="Unknown color_distortion 'hsv'. Known: fast, full, none"):
     preprocessing.preprocess_train(data, SIZE, "inception", seed, color_distortion="hsv")
+
+
+def test_eval_with_filenames_names_every_real_example_in_file_order(splits):
+  _, validation = splits
+  expected = [datasets.dataset_utils.parse_example(r)["image/filename"].numpy()
+              for r in tf.data.TFRecordDataset(validation.filenames)]
+  assert len(set(expected)) == NUM_VALIDATION and all(expected)
+  batches = list(input_pipeline.eval_dataset(validation, batch_size=4, image_size=SIZE,
+                                             preprocessing_name="inception", with_filenames=True))
+  names = [n for b in batches for n in b["filename"].numpy()]
+  assert names == expected + [b""]  # the padding example is unnamed
