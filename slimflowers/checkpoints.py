@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 import nets
+from slimflowers import fileio
 
 MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
 GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
@@ -139,13 +140,7 @@ def read_global_step(prefix):
 
 def read_run_info(train_dir):
   """train_dir/run_info.json, or {} while it is missing or being replaced."""
-  path = os.path.join(train_dir, "run_info.json")
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      info = json.loads(f.read())
-    return info if isinstance(info, dict) else {}
-  except (tf.errors.NotFoundError, ValueError, OSError):
-    return {}
+  return fileio.read_json(os.path.join(train_dir, "run_info.json"))
 
 
 def read_model_config(ckpt_path):

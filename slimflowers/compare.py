@@ -30,7 +30,6 @@ import csv
 import dataclasses
 import glob
 import io
-import json
 import logging as py_logging
 import math
 import os
@@ -120,19 +119,6 @@ def resolve_run_dirs(paths):
   return runs
 
 
-def _read_json(path):
-  if not os.path.isfile(path):
-    return {}
-  with open(path, encoding="utf-8") as f:
-    try:
-      data = json.load(f)
-    except ValueError as e:
-      raise ValueError(f"{path} is not valid JSON ({e}). Delete it or let the trainer rewrite it.") from e
-  if not isinstance(data, dict):
-    raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}.")
-  return data
-
-
 def _read_flags_txt(path):
   """Parses an absl flagfile (`--name=value`, `--bool`, `--nobool`) into a dict of strings/bools."""
   out = {}
@@ -156,20 +142,11 @@ def _read_flags_txt(path):
 def read_results_jsonl(path):
   """Rows of an evaluator's results.jsonl sorted by step, the last one written winning for a step."""
   by_step = {}
-  if not os.path.isfile(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        row = json.loads(line)
-        step = int(row["step"])
-      except (ValueError, KeyError, TypeError):
-        logging.warning("%s:%d is not a results line (torn write?); skipped: %r", path, number, line[:80])
-        continue
-      by_step[step] = row
+  for row in fileio.read_jsonl(path):
+    try:
+      by_step[int(row["step"])] = row
+    except (KeyError, TypeError, ValueError):
+      logging.warning("%s: a row without a step; skipped: %r", path, row)
   return [by_step[s] for s in sorted(by_step)]
 
 
@@ -241,7 +218,7 @@ def load_run(path, name=None):
   return Run(
       path=path,
       name=name or os.path.basename(os.path.normpath(path)),
-      info=_read_json(os.path.join(path, RUN_INFO)),
+      info=fileio.read_json(os.path.join(path, RUN_INFO), strict=True),
       flags=_read_flags_txt(os.path.join(path, FLAGS_TXT)),
       train=train,
       train_wall_secs=(walls[1] - walls[0]) if walls else None,

@@ -225,22 +225,7 @@ def format_predictions(found, labels_to_names=None):
 
 def read_results(eval_dir):
   """The records of eval_dir/results.jsonl; a torn or corrupt line (killed writer) is skipped."""
-  path = os.path.join(eval_dir, RESULTS_FILE)
-  if not tf.io.gfile.exists(path):
-    return []
-  records = []
-  with tf.io.gfile.GFile(path) as f:
-    for number, line in enumerate(f.read().splitlines(), 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError:
-        logging.warning("%s line %d is not JSON (torn write?); ignoring it.", path, number)
-        continue
-      if isinstance(record, dict) and "step" in record:
-        records.append(record)
-  return records
+  return [r for r in fileio.read_jsonl(os.path.join(eval_dir, RESULTS_FILE)) if "step" in r]
 
 
 def format_result(result):

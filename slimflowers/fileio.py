@@ -6,13 +6,16 @@
 A writer creates a temporary sibling (same directory, so the rename is atomic on
 POSIX), fsyncs it, then renames it over the final name. A kill at any moment
 leaves either the old file or the new one, plus at worst a `*.tmp-*` leftover
-that readers ignore.
+that readers ignore. The readers below are the other half: they take what a
+killed writer can leave (a missing file, a torn last line) without crashing.
 """
 import contextlib
 import json
 import os
 import shutil
 import tempfile
+
+from absl import logging
 
 
 def _fsync_dir(path):
@@ -93,3 +96,51 @@ def atomic_dir(path):
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def read_json(path, strict=False):
+  """The JSON object in `path`, or {} when the file is missing.
+
+  An unreadable or non-object file gives {} too (a reader polling a file that is being
+  replaced), or, with `strict`, a ValueError naming the file and the fix.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    return {}
+  except (OSError, ValueError) as e:
+    if strict:
+      raise ValueError(f"{path} is not valid JSON ({e}). Delete it or let the program that writes it "
+                       "rewrite it.") from e
+    return {}
+  if not isinstance(data, dict):
+    if strict:
+      raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}.")
+    return {}
+  return data
+
+
+def read_jsonl(path):
+  """The JSON objects of `path`, one per line, in file order ([] when missing).
+
+  A line that is not a JSON object (a torn write by a killed process) is skipped with a warning.
+  """
+  rows = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except FileNotFoundError:
+    return rows
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError:
+      row = None
+    if not isinstance(row, dict):
+      logging.warning("%s:%d is not a JSON object (torn write?); skipped: %r", path, number, line[:80])
+      continue
+    rows.append(row)
+  return rows

@@ -192,22 +192,13 @@ def run_children(model, children, poll_secs=0.5):
 
 # ----------------------------------------------------------------------------- Run state
 
-def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-    return data if isinstance(data, dict) else {}
-  except (OSError, ValueError):
-    return {}
-
-
 def _evaluated_steps(eval_dir):
   return {int(r["step"]) for r in compare.read_results_jsonl(os.path.join(eval_dir, compare.RESULTS_JSONL))}
 
 
 def training_done(train_dir, max_number_of_steps=None):
   """True when run_info.json says finished (at the requested number of steps, when one is given)."""
-  info = _read_json(os.path.join(train_dir, compare.RUN_INFO))
+  info = fileio.read_json(os.path.join(train_dir, compare.RUN_INFO))
   if not info.get("finished") or info.get("final_step") is None:
     return False
   if max_number_of_steps is not None and int(info["final_step"]) < max_number_of_steps:
@@ -216,13 +207,13 @@ def training_done(train_dir, max_number_of_steps=None):
 
 
 def final_step(train_dir):
-  return int(_read_json(os.path.join(train_dir, compare.RUN_INFO))["final_step"])
+  return int(fileio.read_json(os.path.join(train_dir, compare.RUN_INFO))["final_step"])
 
 
 def best_checkpoint(train_dir):
   """(step, checkpoint dir) of the evaluator's best-by-validation copy, or None."""
   best_dir = os.path.join(train_dir, compare.VAL_SUBDIR, "best")
-  best = _read_json(os.path.join(best_dir, "best.json"))
+  best = fileio.read_json(os.path.join(best_dir, "best.json"))
   if "step" not in best:
     return None
   return int(best["step"]), best_dir
