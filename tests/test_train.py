@@ -91,6 +91,17 @@ def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
   assert any(not np.allclose(before[k], one[k], rtol=1e-4, atol=1e-5) for k in one)
 
 
+def test_xla_step_matches_the_plain_step(data, tmp_path):
+  extra = ["--max_number_of_steps=2", "--log_every_n_steps=1", "--dropout_rate=0", "--color_distortion=full"]
+  _train(tmp_path / "plain", data, *extra)
+  proc = _train(tmp_path / "xla", data, *extra, "--jit_compile")
+  assert "--jit_compile" in (tmp_path / "xla" / "flags.txt").read_text().split()
+  plain, xla = _weights(str(tmp_path / "plain" / "ckpt-2")), _weights(str(tmp_path / "xla" / "ckpt-2"))
+  for k in plain:
+    np.testing.assert_allclose(plain[k], xla[k], rtol=1e-4, atol=1e-5, err_msg=k)
+  assert "Compiled cluster using XLA" in proc.stderr  # the step really went through XLA
+
+
 def test_kill_and_restart_finishes_like_an_uninterrupted_run(data, tmp_path):
   extra = ["--max_number_of_steps=16", "--save_interval_steps=2", "--moving_average_decay=0.9"]
   _train(tmp_path / "straight", data, *extra)
