@@ -137,7 +137,7 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
     fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
 
     def colour_and_flip(x):
-      if color_distortion == "full":
+      if color_distortion != "none":
         x = _distort_color(x, seeds[2:6], color_distortion, normalize_inception=fused)
       elif fused:
         x = normalize(x, preprocessing_name)

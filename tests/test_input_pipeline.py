@@ -245,9 +245,16 @@ def test_train_color_distortion_modes_share_crop_and_flip():
     assert image.shape == (SIZE, SIZE, 3) and -1.0 <= image.min() and image.max() <= 1.0
   unclipped = (np.abs(fast) < 0.999).all(axis=-1)
   assert unclipped.mean() > 0.5
-  luma_shift = (fast @ _LUMA - none @ _LUMA)[unclipped]
-  assert np.ptp(luma_shift) < 1e-3 and abs(luma_shift.mean()) <= 32.0 / 127.5
-  assert np.abs(full - fast).max() > 0.01
+  # The colour draws: preprocess_train gives _distort_color the seeds split off [2:6].
+  colour_seeds = tf.random.experimental.stateless_split(seed, num=6)[2:6]
+  delta = float(tf.random.stateless_uniform([], colour_seeds[0], -32.0, 32.0)) / 127.5
+  sat = float(tf.random.stateless_uniform([], colour_seeds[1], 0.5, 1.5))
+  luma_none, chroma_none = _luma_and_chroma(none.astype(np.float64))
+  luma_fast, chroma_fast = _luma_and_chroma(fast.astype(np.float64))
+  np.testing.assert_allclose((luma_fast - luma_none)[unclipped], delta, atol=2e-3)
+  np.testing.assert_allclose(chroma_fast[unclipped], sat * chroma_none[unclipped], atol=2e-3)
+  assert abs(delta) > 0.01 or abs(sat - 1.0) > 0.05, "pick a seed whose distortion is visible"
+  assert np.abs(fast - none).max() > 0.01 and np.abs(full - fast).max() > 0.01
   with pytest.raises(ValueError, match="Unknown color_distortion 'hsv'. Known: fast, full, none"):
     preprocessing.preprocess_train(data, SIZE, "inception", seed, color_distortion="hsv")
 
