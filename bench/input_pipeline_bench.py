@@ -22,6 +22,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
 from slimflowers import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slimflowers import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", "/tmp/slimflowers_bench/synthetic_flowers", "Where synthetic_flowers goes.")
@@ -32,7 +33,7 @@ flags.DEFINE_integer("num_batches", 40, "Timed batches per reader.")
 flags.DEFINE_integer("warmup_batches", 5, "Untimed batches first (tracing, buffers).")
 flags.DEFINE_integer("threads", 1, "tf.data private thread pool size (1 = per-core figures).")
 flags.DEFINE_string("preprocessing", "inception", "Training preprocessing to time.")
-flags.DEFINE_enum("color_distortion", "fast", ("fast", "full", "none"),
+flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
                   "Inception colour distortion to time (fast: the training default).")
 flags.DEFINE_bool("skip_conversion", False, "Only time the readers.")
 
