@@ -468,6 +468,10 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name, dat
   preprocessing_name = preprocessing_name or info.get("preprocessing_name") or spec.preprocessing
   dataset = input_pipeline.eval_dataset(split, batch_size=batch_size, image_size=image_size,
                                         preprocessing_name=preprocessing_name)
+  # Printing predictions reads the same split with file names (host-side only: strings cannot go to a GPU).
+  named = input_pipeline.eval_dataset(split, batch_size=batch_size, image_size=image_size,
+                                      preprocessing_name=preprocessing_name,
+                                      with_filenames=True) if print_predictions else None
   logging.info("Evaluating %s on %s/%s (%d examples, %d classes) at %d px, batch %d over %d replica(s)",
                model_name, dataset_name, dataset_split_name, split.num_samples, split.num_classes,
                image_size, batch_size, strategy.num_replicas_in_sync)
@@ -487,8 +491,6 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name, dat
                                     outputs=outputs)
     recorded.append(result)
     if print_predictions:
-      named = input_pipeline.eval_dataset(split, batch_size=batch_size, image_size=image_size,
-                                          preprocessing_name=preprocessing_name, with_filenames=True)
       print(format_predictions(predictions(model, named, print_predictions), split.labels_to_names),
             flush=True)
     return result["step"]

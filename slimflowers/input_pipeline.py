@@ -70,14 +70,12 @@ def _augment_fn(augment):
   return op.distort
 
 
-def _check_common(split, batch_size, image_size, preprocessing_name):
+def _check_common(split, batch_size, image_size, preprocessing_name, color_distortion="fast"):
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size} must be >= 1.")
   if image_size < 1:
     raise ValueError(f"image_size={image_size} must be >= 1.")
-  if preprocessing_name not in preprocessing.PREPROCESSING_NAMES:
-    raise ValueError(f"Unknown preprocessing {preprocessing_name!r}. Known: "
-                     f"{', '.join(preprocessing.PREPROCESSING_NAMES)}.")
+  preprocessing.check_names(preprocessing_name, color_distortion)
   if split.num_samples < 1:
     raise ValueError(f"Split {split.split_name!r} of {split.dataset_dir} is empty; re-convert with a non-zero size.")
 
@@ -113,12 +111,9 @@ def _indexed_records_streaming(split, seed, start_index):
 def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, start_index=0, augment="none",
                   random_erasing=0.0, color_distortion="fast", input_context=None):
   """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc."""
-  _check_common(split, batch_size, image_size, preprocessing_name)
+  _check_common(split, batch_size, image_size, preprocessing_name, color_distortion)
   if start_index < 0:
     raise ValueError(f"start_index={start_index} must be >= 0.")
-  if color_distortion not in preprocessing.COLOR_DISTORTIONS:
-    raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: "
-                     f"{', '.join(preprocessing.COLOR_DISTORTIONS)}.")
   if not 0.0 <= random_erasing <= 1.0:
     raise ValueError(f"random_erasing={random_erasing} is a probability: use a value in [0, 1].")
   augment_fn = _augment_fn(augment)

@@ -33,14 +33,17 @@ _CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 _CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
 
 
-def _check(name):
-  if name not in PREPROCESSING_NAMES:
-    raise ValueError(f"Unknown preprocessing {name!r}. Known: {', '.join(PREPROCESSING_NAMES)}.")
+def check_names(preprocessing_name, color_distortion="fast"):
+  """Raises a ValueError listing the known values for an unknown recipe or colour distortion."""
+  if preprocessing_name not in PREPROCESSING_NAMES:
+    raise ValueError(f"Unknown preprocessing {preprocessing_name!r}. Known: {', '.join(PREPROCESSING_NAMES)}.")
+  if color_distortion not in COLOR_DISTORTIONS:
+    raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: {', '.join(COLOR_DISTORTIONS)}.")
 
 
 def normalize(image_0_255, preprocessing_name):
   """A float image in [0, 255] (RGB) -> what the net expects."""
-  _check(preprocessing_name)
+  check_names(preprocessing_name)
   image = tf.cast(image_0_255, tf.float32)
   if preprocessing_name == "inception":
     return image / 127.5 - 1.0
@@ -49,7 +52,7 @@ def normalize(image_0_255, preprocessing_name):
 
 def denormalize(image, preprocessing_name):
   """The inverse of `normalize`: back to uint8 RGB [0, 255] (for TensorBoard image summaries)."""
-  _check(preprocessing_name)
+  check_names(preprocessing_name)
   if preprocessing_name == "inception":
     image = (image + 1.0) * 127.5
   else:
@@ -121,9 +124,7 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
   `augment_fn`, if given, maps a float [0, 255] image to another (RandAugment, ...), applied
   before normalization. `color_distortion` (inception only): see the module doc.
   """
-  _check(preprocessing_name)
-  if color_distortion not in COLOR_DISTORTIONS:
-    raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: {', '.join(COLOR_DISTORTIONS)}.")
+  check_names(preprocessing_name, color_distortion)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
   if preprocessing_name == "inception":
     shape = tf.image.extract_jpeg_shape(image_bytes)
@@ -171,7 +172,7 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
 
 def preprocess_eval(image_bytes, image_size, preprocessing_name):
   """JPEG bytes -> float32 [image_size, image_size, 3] evaluation image (deterministic)."""
-  _check(preprocessing_name)
+  check_names(preprocessing_name)
   if preprocessing_name == "inception":
     shape = tf.image.extract_jpeg_shape(image_bytes)
     h, w = shape[0], shape[1]
