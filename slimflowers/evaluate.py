@@ -303,7 +303,7 @@ class Outputs:
     best_dir = os.path.join(self.eval_dir, BEST_DIR)
     name = os.path.basename(prefix)
     try:
-      with fileio.atomic_dir(best_dir) as tmp:
+      with fileio.atomic_dir(best_dir, replace=True) as tmp:  # best/ is the evaluator's own
         try:
           for path in checkpoint_files(prefix):
             shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))

@@ -74,17 +74,20 @@ def append_line(path, line):
 
 
 @contextlib.contextmanager
-def atomic_dir(path):
+def atomic_dir(path, replace=False):
   """Yields a temporary directory next to `path`; renames it to `path` on success.
 
-  An existing `path` is replaced only after the new one is complete.
+  An existing `path` is an error unless `replace` (the caller has checked that the
+  project wrote it); it is then replaced only after the new one is complete.
   """
   parent = os.path.dirname(os.path.abspath(path)) or "."
+  if os.path.lexists(path) and not replace:
+    raise FileExistsError(f"{path} already exists; refusing to replace it.")
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
   try:
     yield tmp
-    if os.path.exists(path):
+    if os.path.lexists(path):
       old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".old-", dir=parent)
       os.rmdir(old)
       os.replace(path, old)

@@ -68,3 +68,29 @@ def test_same_seed_same_bytes_whatever_the_number_of_workers(converted, tmp_path
   assert meta2["splits"] == meta["splits"]
   assert meta2["sources"] == meta["sources"]  # the tree digest of the generated JPEGs
   assert _shards(other) == _shards(out)
+
+
+def _tree(root):
+  """{relative path: bytes} of every file under root."""
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      path = os.path.join(d, f)
+      with open(path, "rb") as fh:
+        out[os.path.relpath(path, root)] = fh.read()
+  return out
+
+
+@pytest.mark.parametrize("where", ["source", "dataset_dir"])
+def test_never_replaces_a_folder_it_did_not_generate(tmp_path, where):
+  """A user's photo folder (as --source, or real flower_photos in the dataset dir) is refused, byte for byte intact."""
+  out = tmp_path / "out"
+  photos = tmp_path / "my_photos" if where == "source" else out / "flower_photos"
+  (photos / "daisy").mkdir(parents=True)
+  (photos / "daisy" / "holiday.jpg").write_bytes(b"\xff\xd8\xff precious")
+  (photos / "notes.txt").write_text("mine")
+  before = _tree(str(photos))
+  kwargs = {"source": str(photos)} if where == "source" else {}
+  with pytest.raises(dataset_utils.ConversionError, match=r"already exists and was not generated.*left untouched"):
+    datasets.convert("synthetic_flowers", str(out), num_images=NUM_IMAGES, num_workers=1, **kwargs)
+  assert _tree(str(photos)) == before
