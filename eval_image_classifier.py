@@ -1,16 +1,20 @@
 """Evaluates checkpoints exactly, once or continuously beside a running trainer.
 
     python eval_image_classifier.py --checkpoint_path=runs/cifarnet --dataset_name=synthetic_flowers \
-        --dataset_dir=data/synthetic_flowers --model_name=cifarnet --continuous --num_gpus=0
-    # eval validation step 200: accuracy=0.8314 top_5_accuracy=1.0000 loss=0.4712 ... num_examples=350
-    # ... one line per checkpoint, then it exits after the final step of the finished run.
+        --dataset_dir=data/synthetic_flowers --continuous --num_gpus=0 --final_eval_splits=test
+    # 12:00:01 eval validation step 200: accuracy=0.8314 top_5_accuracy=1.0000 loss=0.4712 ... num_examples=350
+    # ... one line per checkpoint; after the final step of the finished run, the final and the best
+    # checkpoint on the test split; then it exits.
 
 Without --continuous it evaluates one checkpoint (a prefix, or the latest in a
 directory). Results go to --eval_dir (default TRAIN_DIR/eval_SPLIT): TensorBoard
 summaries at the checkpoint's step, results.jsonl, and best/ (a copy of the best
-checkpoint by accuracy). See slimflowers/evaluate.py.
+checkpoint by accuracy). Model, image size and preprocessing default to the run's.
+See slimflowers/evaluate.py.
 """
-from absl import app
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from slimflowers import devices
@@ -25,7 +29,8 @@ flags.DEFINE_string("dataset_dir", None, "Directory written by download_and_conv
 flags.DEFINE_string("dataset_split_name", "validation", "Split to evaluate.")
 flags.DEFINE_string("model_name", None, "Network the checkpoint was trained with; default: the run's "
                     "(TRAIN_DIR/run_info.json).")
-flags.DEFINE_string("preprocessing_name", None, "inception or vgg; default: the run's, else the net's.")
+flags.DEFINE_string("preprocessing_name", None, "A preprocessing_factory name (slimflowers/preprocessing.py); "
+                    "default: the run's, else the net's.")
 flags.DEFINE_integer("eval_image_size", None, "Evaluation image size; default: the run's training size, "
                      "else the net's.")
 flags.DEFINE_integer("batch_size", 100, "Global evaluation batch (a multiple of the replica count).")
@@ -33,6 +38,8 @@ flags.DEFINE_bool("use_ema", False, "Evaluate the moving averages (training used
 flags.DEFINE_bool("continuous", False, "Watch --checkpoint_path (a train_dir) and evaluate each new checkpoint.")
 flags.DEFINE_float("eval_interval_secs", 60, "Seconds between looks for a new checkpoint (--continuous).")
 flags.DEFINE_float("eval_timeout_secs", 3600, "Stop after this many seconds without a new checkpoint.")
+flags.DEFINE_list("final_eval_splits", [], "After the final checkpoint of the run: evaluate it and the best "
+                  "checkpoint on these splits too (into eval_SPLIT/ and eval_SPLIT_best/), in this process.")
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU, to leave GPUs to training).")
 flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -41,7 +48,8 @@ flags.mark_flag_as_required("dataset_dir")
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}. All options are --flags.")
   # First TF work of the process: logical CPU devices and GPU memory growth are set here.
   strategy = devices.create_strategy(num_gpus=FLAGS.num_gpus, num_cpu_replicas=FLAGS.num_cpu_replicas)
   evaluate.run(
@@ -52,8 +60,8 @@ def main(argv):
       preprocessing_name=FLAGS.preprocessing_name, eval_image_size=FLAGS.eval_image_size,
       batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, continuous=FLAGS.continuous,
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
-      print_predictions=FLAGS.print_predictions)
+      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

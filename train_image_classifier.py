@@ -3,30 +3,28 @@
     python train_image_classifier.py --train_dir=runs/cifarnet --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --model_name=cifarnet --train_image_size=64 \
         --max_number_of_steps=300 --batch_size=64 --optimizer=adam --learning_rate=0.001
+    # 12:00:05 step 100/300 | loss 1.2345 | lr 0.001 | 250.3 img/s | ETA 00:00:51
 
-It logs `step N/M | loss ... | img/s | ETA`, writes checkpoints `ckpt-STEP`,
-`flags.txt`, `run_info.json` and TensorBoard summaries under --train_dir, and,
-killed and started again with the same command, continues where it stopped.
+It writes checkpoints `ckpt-STEP`, `flags.txt`, `run_info.json` and TensorBoard
+summaries under --train_dir, and, killed and started again with the same command,
+continues where it stopped. One trainer per --train_dir at a time (a lock).
 All flags: slimflowers/train_flags.py. The program: slimflowers/train.py.
 """
-import types
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
-from absl import app
-from absl import flags
+from absl import app  # pylint: disable=g-import-not-at-top
 
+from slimflowers import train
 from slimflowers import train_flags
 
 train_flags.define_flags()
-FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}. All options are --flags.")
-  from slimflowers import train  # pylint: disable=g-import-not-at-top  (TF starts after flags parse)
-  cfg = types.SimpleNamespace(**{name: FLAGS[name].value for name in train_flags.RUN_FLAGS})
-  train.run(cfg)
+  train.run(train_flags.from_flags())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/eval_bench.py                          # small + large net, ~1 min on 2 cores
     .venv/bin/python bench/eval_bench.py --models=cifarnet:100:32 --num_cpu_replicas=2
 
-Prints, per net, images/s of slimflowers.evaluate.ExactEvaluator (the class
+Prints, per net, images/s of slimflowers.exact_eval.ExactEvaluator (the class
 eval_image_classifier.py runs: padded batches, masks, exact counts reduced
 across replicas) and of `model.predict` (logits only, no metrics) over the same
 in-memory split, and their ratio (target >= 0.9: exactness should cost little).
@@ -47,7 +47,7 @@ def bench_one(strategy, model_name, batch, size, n):
   import numpy as np
   import tensorflow as tf
   import nets
-  from slimflowers import evaluate
+  from slimflowers import exact_eval
   num_classes = FLAGS.num_classes
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, size=(n, size, size, 3)).astype(np.float32)
@@ -62,8 +62,8 @@ def bench_one(strategy, model_name, batch, size, n):
 
   with strategy.scope():
     model = nets.get_model(model_name, num_classes)
-  evaluator = evaluate.ExactEvaluator(model, padded, strategy, num_classes=num_classes, global_batch_size=batch,
-                                      expected_examples=n)
+  evaluator = exact_eval.ExactEvaluator(model, padded, strategy, num_classes=num_classes, global_batch_size=batch,
+                                        expected_examples=n)
   ours, predict = _best_rates([evaluator.evaluate, lambda: model.predict(plain, verbose=0)], n, FLAGS.repeats)
   result = evaluator.evaluate()
   agree = float(np.mean(model.predict(plain, verbose=0).argmax(axis=1) == labels))

@@ -108,7 +108,7 @@ def main(argv):
   del argv
   if not FLAGS.skip_conversion:
     bench_conversion()
-  elif datasets.dataset_utils.read_metadata(FLAGS.dataset_dir) is None:
+  elif datasets.records.read_metadata(FLAGS.dataset_dir) is None:
     datasets.convert("synthetic_flowers", FLAGS.dataset_dir, num_images=FLAGS.num_images)
   bench_reader()
 

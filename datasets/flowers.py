@@ -19,19 +19,8 @@ CLASS_NAMES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 OPTIONS = {"validation_size": 350, "test_size": 0, "seed": 0}
 
 
-def split_folder(root, options, expected_classes=None):
-  """Class folders under `root` -> (class names, {split: [(path, label)]}) by TF-Slim's shuffled split."""
-  class_names, examples = dataset_utils.list_class_folders(root)
-  if expected_classes and tuple(class_names) != tuple(expected_classes):
-    raise dataset_utils.ConversionError(
-        f"{root} has class folders {class_names}, expected {list(expected_classes)}. Point --source at an "
-        "unmodified flower_photos directory, or use --dataset_name=folder for your own classes.")
-  splits = dataset_utils.random_split(examples, options["validation_size"], options["test_size"], options["seed"])
-  return class_names, splits
-
-
 def prepare(dataset_dir, source, options, pool):
   del pool
   root, sources = dataset_utils.fetch_and_extract(FILES[0], dataset_dir, source, ROOT)
-  class_names, splits = split_folder(root, options, CLASS_NAMES)
+  class_names, splits = dataset_utils.split_folder(root, options, CLASS_NAMES)
   return class_names, splits, sources

@@ -10,7 +10,6 @@ plain tar, so it is opened by content) holds `jpg/image_00001.jpg` ... `jpg/imag
 import os
 
 from datasets import dataset_utils
-from datasets import flowers17
 
 NAME = "flowers102"
 _BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
@@ -52,13 +51,13 @@ def prepare(dataset_dir, source, options, pool):
   paths = {}
   for remote in FILES[1:]:
     paths[remote.filename], sources[remote.filename] = dataset_utils.fetch(remote, dataset_dir, source)
-  labels = flowers17.load_ids(paths["imagelabels.mat"], "labels")
+  labels = dataset_utils.load_mat_ids(paths["imagelabels.mat"], "labels")
   bad = sorted(set(labels) - set(range(1, len(CLASS_NAMES) + 1)))
   if bad:
     raise dataset_utils.ConversionError(f"{paths['imagelabels.mat']}: labels outside 1..102: {bad[:5]}.")
   splits = {}
   for split, key in _SPLIT_KEYS.items():
-    ids = flowers17.load_ids(paths["setid.mat"], key)
+    ids = dataset_utils.load_mat_ids(paths["setid.mat"], key)
     out_of_range = [i for i in ids if not 1 <= i <= len(labels)]
     if out_of_range:
       raise dataset_utils.ConversionError(f"{paths['setid.mat']}: '{key}' has ids without a label: "

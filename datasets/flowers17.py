@@ -10,6 +10,7 @@ image ids; 40/20/20 per class -> 680/340/340). Facts from REFERENCE.md section 2
 import os
 
 from datasets import dataset_utils
+from slimflowers import errors
 
 NAME = "flowers17"
 _BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
@@ -27,26 +28,17 @@ OPTIONS = {"split_index": 1}
 _SPLIT_KEYS = {"train": "trn", "validation": "val", "test": "tst"}
 
 
-def load_ids(mat_path, key):
-  import scipy.io  # pylint: disable=g-import-not-at-top
-  mat = scipy.io.loadmat(mat_path)
-  if key not in mat:
-    raise dataset_utils.ConversionError(f"{mat_path} has no '{key}' array (keys: "
-                                        f"{sorted(k for k in mat if not k.startswith('__'))}): not the upstream file.")
-  return [int(i) for i in mat[key].ravel()]
-
-
 def prepare(dataset_dir, source, options, pool):
   del pool
   index = options["split_index"]
   if index not in (1, 2, 3):
-    raise ValueError(f"--split_index={index}: Oxford 17 has splits 1, 2 and 3.")
+    raise errors.BadValue(f"--split_index={index}: Oxford 17 has splits 1, 2 and 3.")
   root, sources = dataset_utils.fetch_and_extract(FILES[0], dataset_dir, source, "jpg")
   mat_path, info = dataset_utils.fetch(FILES[1], dataset_dir, source)
   sources[FILES[1].filename] = info
   splits = {}
   for split, key in _SPLIT_KEYS.items():
-    ids = load_ids(mat_path, f"{key}{index}")
+    ids = dataset_utils.load_mat_ids(mat_path, f"{key}{index}")
     bad = [i for i in ids if not 1 <= i <= IMAGES_PER_CLASS * len(CLASS_NAMES)]
     if bad:
       raise dataset_utils.ConversionError(f"{mat_path}: '{key}{index}' has image ids out of 1..1360: {bad[:5]}.")

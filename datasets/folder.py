@@ -8,7 +8,6 @@ included) is an example; files that are not images are skipped and listed in
 dataset.json. Split like `flowers`: shuffle with `--seed`, then validation, test, train.
 """
 from datasets import dataset_utils
-from datasets import flowers
 
 NAME = "folder"
 FILES = ()
@@ -21,5 +20,5 @@ def prepare(dataset_dir, source, options, pool):
   if not source:
     raise dataset_utils.ConversionError("--dataset_name=folder needs --source=DIR, a directory with one sub-folder "
                                         "of images per class.")
-  class_names, splits = flowers.split_folder(source, options)
+  class_names, splits = dataset_utils.split_folder(source, options)
   return class_names, splits, {"source/": {"path": source, "tree_sha256": "computed"}}

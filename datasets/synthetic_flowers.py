@@ -27,8 +27,10 @@ import os
 from absl import logging
 import numpy as np
 
+from datasets import conversion
 from datasets import dataset_utils
 from datasets import flowers
+from slimflowers import errors
 from slimflowers import fileio
 
 NAME = "synthetic_flowers"
@@ -307,17 +309,17 @@ def generate(root, num_images, seed, pool=None):
         "untouched. Pass --source=NEW_DIR (a directory that does not exist yet) for the generated images, "
         "or another --dataset_dir; to convert your own photos use --dataset_name=folder --source=" + root + ".")
   if num_images < len(CLASS_NAMES):
-    raise ValueError(f"--num_images={num_images}: need at least {len(CLASS_NAMES)} (one per class).")
+    raise errors.BadValue(f"--num_images={num_images}: need at least {len(CLASS_NAMES)} (one per class).")
   # Replaces only a tree this generator wrote (its marker says so) with other settings.
   with fileio.atomic_dir(root, replace=found is not None) as tmp:
     for class_name in CLASS_NAMES:
       os.makedirs(os.path.join(tmp, class_name))
     tasks = [{"indices": list(range(i, min(i + _IMAGES_PER_TASK, num_images))), "seed": seed, "root": tmp}
              for i in range(0, num_images, _IMAGES_PER_TASK)]
-    progress = dataset_utils.Progress("Generating synthetic_flowers", num_images)
+    progress = conversion.Progress("Generating synthetic_flowers", num_images)
     own_pool = pool is None
     if own_pool:
-      pool = dataset_utils.WorkerPool(1).__enter__()
+      pool = conversion.WorkerPool(1).__enter__()
     for n in pool.imap_unordered(_generate_chunk, tasks):
       progress.add(n)
     fileio.write_json_atomic(os.path.join(tmp, _MARKER), marker)
@@ -326,6 +328,6 @@ def generate(root, num_images, seed, pool=None):
 def prepare(dataset_dir, source, options, pool):
   root = source or os.path.join(dataset_dir, flowers.ROOT)
   generate(root, int(options["num_images"]), int(options["seed"]), pool)
-  class_names, splits = flowers.split_folder(root, options, CLASS_NAMES)
+  class_names, splits = dataset_utils.split_folder(root, options, CLASS_NAMES)
   return class_names, splits, {"synthetic_flowers/": {"generator_version": GENERATOR_VERSION,
                                                       "tree_sha256": "computed"}}

@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 import nets
+from slimflowers import errors
 from slimflowers import fileio
 
 MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
@@ -111,13 +112,13 @@ def resolve_checkpoint(path):
       listed = list_checkpoints(path)
       latest = listed[-1] if listed else None
     if latest is None:
-      raise FileNotFoundError(
+      raise errors.NotFound(
           f"--checkpoint_path={path} is a directory without checkpoints. Point it at a train_dir "
           "that holds ckpt-STEP.index files, or add --continuous to wait for the first one.")
     return latest
   if tf.io.gfile.exists(path + ".index"):
     return path
-  raise FileNotFoundError(
+  raise errors.NotFound(
       f"--checkpoint_path={path} is neither a directory nor a checkpoint (no {path}.index). "
       "Pass a train_dir, a prefix such as TRAIN_DIR/ckpt-1000, or (training only) a keras.applications "
       f"weight file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
@@ -134,13 +135,8 @@ def read_global_step(prefix):
     raise CheckpointUnreadable(f"{prefix}: {type(e).__name__}: {e.message}") from e
   if checkpoint_number(prefix) >= 0:
     return checkpoint_number(prefix)
-  raise ValueError(f"Checkpoint {prefix} has no global_step variable and no -STEP suffix; "
+  raise errors.BadValue(f"Checkpoint {prefix} has no global_step variable and no -STEP suffix; "
                    "it was not written by train_image_classifier.py.")
-
-
-def read_run_info(train_dir):
-  """train_dir/run_info.json, or {} while it is missing or being replaced."""
-  return fileio.read_json(os.path.join(train_dir, "run_info.json"))
 
 
 def read_model_config(ckpt_path):
@@ -171,7 +167,7 @@ def select_trainable(model, trainable_scopes):
   selected = [v for v in model.trainable_variables if _matches(v.path, trainable_scopes)]
   if not selected:
     example = sorted({v.path.split("/")[0] for v in model.trainable_variables})
-    raise ValueError(f"--trainable_scopes={','.join(trainable_scopes)} matches no variable of the model. "
+    raise errors.BadValue(f"--trainable_scopes={','.join(trainable_scopes)} matches no variable of the model. "
                      f"Scopes are prefixes of variable paths; top-level scopes of this model include: "
                      f"{', '.join(example[:12])}{' ...' if len(example) > 12 else ''} (the head is 'logits').")
   for layer in _all_layers(model):
@@ -183,18 +179,18 @@ def select_trainable(model, trainable_scopes):
 def _source_model(path, model_name):
   """Builds a model holding the source weights: ours from a checkpoint, or a keras.applications file."""
   if path.endswith(WEIGHT_FILE_SUFFIXES):
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"Weight file {path!r} does not exist.")
+    if not fileio.exists(path):
+      raise errors.NotFound(f"Weight file {path!r} does not exist (--checkpoint_path).")
     # keras.applications files initialize the backbone only (features model, no head): the head
     # comes from our own checkpoints, never from a file whose classes may mean something else.
     return nets.get_model(model_name, 0, weights=path), path
   ckpt_path = resolve_checkpoint(path)
   cfg = read_model_config(ckpt_path)
   if cfg is None:
-    raise ValueError(f"{ckpt_path} is not a slimflowers checkpoint (no model_config in it). Use one written "
+    raise errors.BadValue(f"{ckpt_path} is not a slimflowers checkpoint (no model_config in it). Use one written "
                      "by train_image_classifier.py, or a keras.applications weight file (.h5).")
   if cfg["model_name"] != nets.get_spec(model_name).name:
-    raise ValueError(f"{ckpt_path} holds a {cfg['model_name']} but --model_name={model_name}. "
+    raise errors.BadValue(f"{ckpt_path} holds a {cfg['model_name']} but --model_name={model_name}. "
                      f"Use --model_name={cfg['model_name']} or another checkpoint.")
   source = nets.get_model(cfg["model_name"], cfg["num_classes"], **cfg["overrides"])
   tf.train.Checkpoint(model=source).read(ckpt_path).expect_partial().assert_existing_objects_matched()
@@ -217,11 +213,11 @@ def copy_weights(target, source, *, exclude_scopes=(), ignore_missing_vars=False
       restored.append((v, src))
   if mismatched:
     scopes = sorted({m.split("/")[0] for m in mismatched})
-    raise ValueError("Shapes differ between the model and " + source_name + " for:\n  " + "\n  ".join(mismatched) +
+    raise errors.BadValue("Shapes differ between the model and " + source_name + " for:\n  " + "\n  ".join(mismatched) +
                      f"\nExclude them with --checkpoint_exclude_scopes={','.join(scopes)} (typically the "
                      "classification head, 'logits', when the number of classes differs).")
   if missing and not ignore_missing_vars:
-    raise ValueError(f"{len(missing)} variable(s) of the model are not in {source_name}:\n  " +
+    raise errors.BadValue(f"{len(missing)} variable(s) of the model are not in {source_name}:\n  " +
                      "\n  ".join(missing[:20]) + ("\n  ..." if len(missing) > 20 else "") +
                      "\nExclude them with --checkpoint_exclude_scopes, or pass --ignore_missing_vars "
                      "to leave them at their initial values.")

@@ -28,7 +28,6 @@ Missing values are `n/a` in Markdown and empty in the CSV.
 """
 import csv
 import dataclasses
-import glob
 import io
 import logging as py_logging
 import math
@@ -41,21 +40,10 @@ from absl import flags
 from absl import logging
 
 from slimflowers import fileio
+from slimflowers import metrics
+from slimflowers import run_dir
 
-RUN_INFO = "run_info.json"
-FLAGS_TXT = "flags.txt"
-TRAIN_SUBDIR = "train"
-VAL_SUBDIR = "eval_validation"
-TEST_SUBDIR = "eval_test"            # test split, final checkpoint
-TEST_BEST_SUBDIR = "eval_test_best"  # test split, best-by-validation checkpoint
-RESULTS_JSONL = "results.jsonl"
-
-REPORT_FILES = ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
-                "accuracy_vs_params.png")
-
-_EVENTS_GLOB = "events.out.tfevents.*"
-_EVAL_TAGS = ("accuracy", "top_5_accuracy", "loss", "mean_per_class_accuracy")
-_SPEED_KEYS = ("images_per_sec", "sec_per_step", "steps_per_hour")
+REPORT_FILES = run_dir.REPORT_FILES
 
 
 class NotARunError(ValueError):
@@ -78,17 +66,6 @@ class Run:
 
 # ----------------------------------------------------------------------------- Reading runs
 
-def _has_events(directory):
-  return bool(glob.glob(os.path.join(directory, _EVENTS_GLOB)))
-
-
-def is_run(path):
-  """True if `path` looks like a trainer's train_dir."""
-  return os.path.isdir(path) and (
-      os.path.isfile(os.path.join(path, RUN_INFO)) or os.path.isfile(os.path.join(path, FLAGS_TXT))
-      or _has_events(os.path.join(path, TRAIN_SUBDIR)))
-
-
 def resolve_run_dirs(paths):
   """Run directories from the command line; a directory that holds runs stands for all of them."""
   if not paths:
@@ -96,58 +73,27 @@ def resolve_run_dirs(paths):
                        "[--output=DIR], e.g. python -m slimflowers.compare runs/demo")
   runs = []
   for path in paths:
-    if not os.path.isdir(path):
+    if not fileio.isdir(path):
       raise NotARunError(f"{path!r} does not exist or is not a directory. Pass a training run's --train_dir "
                          "(or a directory of runs, e.g. the study's --runs_dir).")
-    if is_run(path):
+    if run_dir.is_run(path):
       runs.append(path)
       continue
-    if os.path.isfile(os.path.join(path, "results.csv")) and os.path.isfile(os.path.join(path, "results.md")):
+    if run_dir.is_report(path):
       logging.warning("Skipping %s: it is a comparison report, not a run (e.g. RUNS/report in RUNS/*).", path)
       continue
-    children = sorted(os.path.join(path, d) for d in os.listdir(path))
-    children = [c for c in children if is_run(c)]
+    children = [os.path.join(path, d) for d in fileio.listdir(path)]
+    children = [c for c in children if run_dir.is_run(c)]
     if not children:
       raise NotARunError(
-          f"{path!r} is not a training run: it has no {RUN_INFO}, no {FLAGS_TXT} and no event files in "
-          f"{TRAIN_SUBDIR}/, and none of its sub-directories is a run. Pass the --train_dir of "
+          f"{path!r} is not a training run: it has no {run_dir.RUN_INFO}, no {run_dir.FLAGS_TXT} and no event "
+          f"files in {run_dir.TRAIN_SUBDIR}/, and none of its sub-directories is a run. Pass the --train_dir of "
           "train_image_classifier.py runs (or the study's --runs_dir).")
     logging.info("%s holds %d runs: %s", path, len(children), ", ".join(os.path.basename(c) for c in children))
     runs.extend(children)
   if not runs:
     raise NotARunError(f"No training run among {list(paths)}: only comparison reports. Pass run directories.")
   return runs
-
-
-def _read_flags_txt(path):
-  """Parses an absl flagfile (`--name=value`, `--bool`, `--nobool`) into a dict of strings/bools."""
-  out = {}
-  if not os.path.isfile(path):
-    return out
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      line = line.strip()
-      if not line.startswith("--"):
-        continue
-      name, eq, value = line[2:].partition("=")
-      if eq:
-        out[name] = value
-      elif name.startswith("no"):
-        out[name[2:]] = False
-      else:
-        out[name] = True
-  return out
-
-
-def read_results_jsonl(path):
-  """Rows of an evaluator's results.jsonl sorted by step, the last one written winning for a step."""
-  by_step = {}
-  for row in fileio.read_jsonl(path):
-    try:
-      by_step[int(row["step"])] = row
-    except (KeyError, TypeError, ValueError):
-      logging.warning("%s: a row without a step; skipped: %r", path, row)
-  return [by_step[s] for s in sorted(by_step)]
 
 
 def read_scalars(directory):
@@ -157,7 +103,7 @@ def read_scalars(directory):
   scalars. A step written twice (a resumed run re-logs the steps after its last
   checkpoint) keeps the value written last.
   """
-  if not _has_events(directory):
+  if not run_dir.has_events(directory):
     return {}, None
   py_logging.getLogger("tensorboard").setLevel(py_logging.WARNING)  # its per-file INFO lines drown the table
   # Imported here: TensorBoard's reader pulls in TensorFlow, which `--help` and errors do not need.
@@ -190,7 +136,7 @@ def read_scalars(directory):
 def _validation_from_events(directory):
   scalars, _ = read_scalars(directory)
   rows = {}
-  for tag in _EVAL_TAGS:
+  for tag in metrics.EVAL_METRICS:
     for step, value in scalars.get(tag, []):
       rows.setdefault(step, {"step": step})[tag] = value
   return [rows[s] for s in sorted(rows) if "accuracy" in rows[s]]
@@ -210,21 +156,22 @@ def _display_names(paths):
 
 def load_run(path, name=None):
   """Reads one run directory (see the module docstring for what is read)."""
-  if not is_run(path):
-    raise NotARunError(f"{path!r} is not a training run (no {RUN_INFO}, {FLAGS_TXT} or {TRAIN_SUBDIR}/ events).")
-  train, walls = read_scalars(os.path.join(path, TRAIN_SUBDIR))
-  val_dir = os.path.join(path, VAL_SUBDIR)
-  validation = read_results_jsonl(os.path.join(val_dir, RESULTS_JSONL)) or _validation_from_events(val_dir)
+  if not run_dir.is_run(path):
+    raise NotARunError(f"{path!r} is not a training run (no {run_dir.RUN_INFO}, {run_dir.FLAGS_TXT} or "
+                       f"{run_dir.TRAIN_SUBDIR}/ events).")
+  train, walls = read_scalars(os.path.join(path, run_dir.TRAIN_SUBDIR))
+  val_dir = run_dir.eval_dir(path, "validation")
+  validation = run_dir.read_results(val_dir) or _validation_from_events(val_dir)
   return Run(
       path=path,
       name=name or os.path.basename(os.path.normpath(path)),
-      info=fileio.read_json(os.path.join(path, RUN_INFO), strict=True),
-      flags=_read_flags_txt(os.path.join(path, FLAGS_TXT)),
+      info=run_dir.read_run_info(path, strict=True),
+      flags=run_dir.read_flags(path),
       train=train,
       train_wall_secs=(walls[1] - walls[0]) if walls else None,
       validation=validation,
-      test_final=_last_row(read_results_jsonl(os.path.join(path, TEST_SUBDIR, RESULTS_JSONL))),
-      test_best=_last_row(read_results_jsonl(os.path.join(path, TEST_BEST_SUBDIR, RESULTS_JSONL))),
+      test_final=_last_row(run_dir.read_results(run_dir.eval_dir(path, "test"))),
+      test_best=_last_row(run_dir.read_results(run_dir.eval_dir(path, "test", best=True))),
   )
 
 
@@ -280,7 +227,7 @@ def summarize(run):
   row["val_mean_per_class_accuracy"] = _number(val[-1].get("mean_per_class_accuracy")) if val else None
   row["test_mean_per_class_accuracy"] = _number(test.get("mean_per_class_accuracy"))
 
-  for key in _SPEED_KEYS:
+  for key in metrics.SPEED_METRICS:
     value = _number(info.get(key))
     row[key] = value if value is not None else _median_of(run.train, key)
   wall = _number(info.get("train_wall_secs"))
@@ -353,7 +300,7 @@ def format_markdown_table(rows):
 
 def format_markdown(rows, runs):
   parts = ["# Run comparison", "", format_markdown_table(rows), "Runs:"]
-  parts += [f"- `{run.name}`: `{os.path.abspath(run.path)}`" for run in runs]
+  parts += [f"- `{run.name}`: `{fileio.abspath(run.path)}`" for run in runs]
   parts += ["", "Accuracies in %. *best val*: the highest validation accuracy, reached at *@ step*; *test*: the "
             "final checkpoint on the test split; *best-ckpt test*: the best-validation checkpoint on the test split; "
             "*per-class*: mean per-class accuracy of the final checkpoint; *params*: trainable parameters; "
@@ -459,11 +406,11 @@ class Report:
 
 
 def default_output_dir(run_dirs):
-  parents = {os.path.dirname(os.path.abspath(os.path.normpath(p))) for p in run_dirs}
+  parents = {os.path.dirname(fileio.abspath(p)) for p in run_dirs}
   if len(parents) != 1:
     raise ValueError(f"The runs {list(run_dirs)} do not share a parent directory, so there is no default "
                      "report location. Pass --output=DIR.")
-  return os.path.join(parents.pop(), "report")
+  return os.path.join(parents.pop(), run_dir.REPORT_SUBDIR)
 
 
 def write_report(run_dirs, output_dir=None):
@@ -472,7 +419,7 @@ def write_report(run_dirs, output_dir=None):
   output_dir = output_dir or default_output_dir(run_dirs)
   runs = [load_run(p, name) for p, name in zip(run_dirs, _display_names(run_dirs))]
   rows = [summarize(run) for run in runs]
-  os.makedirs(output_dir, exist_ok=True)
+  fileio.makedirs(output_dir)
   paths = {name: os.path.join(output_dir, name) for name in REPORT_FILES}
   fileio.write_text_atomic(paths["results.csv"], format_csv(rows))
   fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs))

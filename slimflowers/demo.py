@@ -19,8 +19,12 @@ import os
 import sys
 import time
 
-from absl import app
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
+from absl import app  # pylint: disable=g-import-not-at-top
+
+from slimflowers import children
+from slimflowers import run_dir
 from slimflowers import study
 
 REPO_DIR = study.REPO_DIR
@@ -63,21 +67,20 @@ def _rel(path):
   return path if rel.startswith("..") else rel
 
 
-def make_data():
+def make_data(supervisor):
   """Generates and converts synthetic_flowers unless data/synthetic_flowers already holds it."""
   if os.path.isfile(os.path.join(DATASET_DIR, "dataset.json")):
-    study.say(f"data: {_rel(DATASET_DIR)} already converted; reusing it")
+    supervisor.say(f"data: {_rel(DATASET_DIR)} already converted; reusing it")
     return
-  study.say(f"data: generating and converting {DATASET_NAME} into {_rel(DATASET_DIR)}")
+  supervisor.say(f"data: generating and converting {DATASET_NAME} into {_rel(DATASET_DIR)}")
   cmd = [sys.executable, CONVERT_SCRIPT, f"--dataset_name={DATASET_NAME}", f"--dataset_dir={DATASET_DIR}",
          f"--num_images={NUM_IMAGES}", f"--test_size={TEST_SIZE}"]
-  child = study.start_child("data", cmd, os.path.join(RUNS_DIR, "convert.log"))
-  study.run_children(DATASET_NAME, [child])
+  supervisor.wait(DATASET_NAME, [supervisor.start("data", cmd, os.path.join(RUNS_DIR, "convert.log"))])
 
 
 def run_demo():
   start = time.monotonic()
-  make_data()
+  make_data(children.Supervisor())
   cfg = study.StudyConfig(
       dataset_name=DATASET_NAME, dataset_dir=DATASET_DIR, runs_dir=RUNS_DIR, train_flags=train_flags(),
       eval_batch_size=EVAL_BATCH_SIZE, eval_interval_secs=EVAL_INTERVAL_SECS, eval_image_size=IMAGE_SIZE,
@@ -93,7 +96,7 @@ def run_demo():
           f"{best['best_val_step']}): {verdict} the target of {100 * TARGET_VAL_ACCURACY:.0f} %.")
   print(f"Demo finished in {minutes:.1f} min.")
   print(f"Table: {_rel(report.paths['results.md'])} and {_rel(report.paths['results.csv'])}")
-  print(f"Plots: {', '.join(_rel(report.paths[n]) for n in study.compare.REPORT_FILES if n.endswith('.png'))}")
+  print(f"Plots: {', '.join(_rel(report.paths[n]) for n in run_dir.REPORT_FILES if n.endswith('.png'))}")
   print(f"TensorBoard (curves of every run, HPARAMS tab): tensorboard --logdir {_rel(RUNS_DIR)}")
   print("Next: your own data -- see README.md (python -m slimflowers.study --models=... --runs_dir=...).")
 
@@ -102,15 +105,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"The demo takes no arguments (got {argv[1:]}); edit the constants in {__file__}.")
   try:
-    with study.StopOnSignals(sys.stdout):
+    with children.StopOnSignals():
       run_demo()
-  except study.StudyError as e:
-    study.say(f"ERROR: {e}", sys.stderr)
-    sys.exit(1)
-  except study.Interrupted as e:
-    study.say(f"{e}: stopped. Run `make demo` again to resume.", sys.stderr)
+  except children.Interrupted as e:
+    print(f"[demo] {e}: stopped. Run `make demo` again to resume.", file=sys.stderr)
     sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

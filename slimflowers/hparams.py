@@ -19,28 +19,28 @@ summary. Safe to call again when a run resumes: TensorBoard keeps one session
 per run directory.
 """
 import numbers
+import os
 
 from absl import logging
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+from slimflowers import metrics
+from slimflowers import run_dir
+
 # "group/tag": the tag's run relative to the run directory passed to log_hparams.
 DEFAULT_METRICS = (
-    "eval_validation/accuracy",
-    "eval_validation/top_5_accuracy",
-    "train/total_loss",
-    "train/steps_per_hour",
+    f"{run_dir.VAL_SUBDIR}/accuracy",
+    f"{run_dir.VAL_SUBDIR}/top_5_accuracy",
+    f"{run_dir.TRAIN_SUBDIR}/total_loss",
+    f"{run_dir.TRAIN_SUBDIR}/steps_per_hour",
 )
 
 # Where a bare tag name lives (ARCHITECTURE.md, Summaries): the evaluator's
 # tags in eval_validation/, the trainer's in train/. A bare "accuracy" means
 # validation accuracy (the trainer's batch accuracy is "train/accuracy").
-_TAG_GROUPS = {
-    "accuracy": "eval_validation", "top_5_accuracy": "eval_validation", "loss": "eval_validation",
-    "mean_per_class_accuracy": "eval_validation",
-    "total_loss": "train", "cross_entropy": "train", "regularization_loss": "train", "learning_rate": "train",
-    "gradient_norm": "train", "images_per_sec": "train", "sec_per_step": "train", "steps_per_hour": "train",
-}
+_TAG_GROUPS = {**{tag: run_dir.TRAIN_SUBDIR for tag in metrics.TRAIN_METRICS},
+               **{tag: run_dir.VAL_SUBDIR for tag in metrics.EVAL_METRICS}}
 
 _DISPLAY_NAMES = {
     "eval_validation/accuracy": "validation accuracy",
@@ -101,8 +101,8 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
       sub-directory of `logdir` holding the scalar `tag`), a bare trainer or
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
       train/total_loss, ...) or a (group, tag) pair ("" = `logdir` itself).
-    trial_id: optional session-group name; by default runs with identical
-      hparams are grouped as repeats of one trial (TensorBoard's default).
+    trial_id: the session group's name in the HPARAMS tab; default: the run
+      directory's name (so the table names runs, not hashes).
 
   Returns:
     The dict of values actually logged.
@@ -116,7 +116,7 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
   try:
     with writer.as_default():
       hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
-      hp.hparams(values, trial_id=trial_id)
+      hp.hparams(values, trial_id=trial_id or os.path.basename(os.path.normpath(logdir)))
     writer.flush()
   finally:
     writer.close()

@@ -34,6 +34,7 @@ import math
 
 import tensorflow as tf
 
+from datasets import records
 from slimflowers import preprocessing
 
 AUGMENT_NAMES = ("none", "randaugment", "autoaugment")
@@ -43,11 +44,8 @@ _CYCLE_LENGTH = 8  # fixed (not AUTOTUNE) so the interleaved order never changes
 
 
 def _parse(serialized):
-  features = tf.io.parse_single_example(serialized, {
-      "image/encoded": tf.io.FixedLenFeature([], tf.string),
-      "image/class/label": tf.io.FixedLenFeature([], tf.int64),
-  })
-  return features["image/encoded"], tf.cast(features["image/class/label"], tf.int32)
+  features = records.parse_example(serialized, keys=("image/encoded", "image/class/label"))
+  return features["image/encoded"], features["image/class/label"]
 
 
 def _pipelines(input_context):
@@ -176,8 +174,7 @@ def eval_dataset(split, *, batch_size, image_size, preprocessing_name, input_con
     image.set_shape([image_size, image_size, 3])
     example = {"image": image, "label": label, "mask": mask}
     if with_filenames:
-      example["filename"] = tf.io.parse_single_example(
-          serialized, {"image/filename": tf.io.FixedLenFeature([], tf.string, default_value="")})["image/filename"]
+      example["filename"] = records.parse_example(serialized, keys=("image/filename",))["image/filename"]
     return example
 
   ds = ds.map(make_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

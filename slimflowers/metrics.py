@@ -18,6 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 TOP_K = 5
+# The evaluator's metrics: summary tags, results.jsonl keys, report and HParams columns.
+EVAL_METRICS = ("accuracy", "top_5_accuracy", "loss", "mean_per_class_accuracy")
+# The trainer's scalar summaries (train_dir/train/).
+TRAIN_METRICS = ("total_loss", "cross_entropy", "regularization_loss", "learning_rate", "accuracy", "gradient_norm",
+                 "images_per_sec", "sec_per_step", "steps_per_hour")
+SPEED_METRICS = ("images_per_sec", "sec_per_step", "steps_per_hour")
 
 
 def effective_top_k(num_classes, k=TOP_K):

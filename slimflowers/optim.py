@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules, TF-Slim's flags on Keras 3 objects.
 
     sched = optim.LearningRateSchedule("exponential", 0.01, decay_steps=100, decay_factor=0.94)
-    opt = optim.create_optimizer("rmsprop", sched, rmsprop_decay=0.9, momentum=0.9, opt_epsilon=1.0)
+    opt = optim.create_optimizer("rmsprop", sched, **optim.optimizer_options(cfg))   # cfg: the resolved flags
 
 Decay is counted in global steps computed from epochs of the dataset's real size
 (`steps_per_epoch = num_samples / global_batch`), so it does not depend on the
@@ -78,9 +78,22 @@ def schedule_from_flags(flags, *, steps_per_epoch, max_steps):
       warmup_steps=warmup_steps)
 
 
-def create_optimizer(name, learning_rate, *, momentum=0.9, rmsprop_decay=0.9, rmsprop_momentum=0.9,
-                     opt_epsilon=None, adam_beta1=0.9, adam_beta2=0.999, adamw_weight_decay=0.01):
-  """Keras 3 optimizer with TF-Slim's defaults (rmsprop: decay 0.9, momentum 0.9, epsilon 1.0)."""
+# The optimizer hyper-parameters that come from flags (train_flags.py holds their defaults).
+OPTIMIZER_OPTIONS = ("momentum", "rmsprop_decay", "rmsprop_momentum", "opt_epsilon", "adam_beta1", "adam_beta2",
+                     "adamw_weight_decay")
+
+
+def optimizer_options(cfg):
+  """{option: value} of OPTIMIZER_OPTIONS from a config namespace (the resolved flags)."""
+  return {k: getattr(cfg, k) for k in OPTIMIZER_OPTIONS}
+
+
+def create_optimizer(name, learning_rate, *, momentum, rmsprop_decay, rmsprop_momentum, opt_epsilon, adam_beta1,
+                     adam_beta2, adamw_weight_decay):
+  """A Keras 3 optimizer; every hyper-parameter comes from the caller (defaults: train_flags.py, once).
+
+  `opt_epsilon=None` means the optimizer's own default (DEFAULT_EPSILON).
+  """
   if opt_epsilon is None:
     opt_epsilon = DEFAULT_EPSILON.get(name)
   if name == "sgd":

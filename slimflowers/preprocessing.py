@@ -31,6 +31,14 @@ COLOR_DISTORTIONS = ("fast", "full", "none")
 # keras.applications.imagenet_utils caffe mode: BGR channel means.
 _CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 _CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
+DEFAULT_CROP_AREA_RANGE = (0.05, 1.0)  # TF-Slim inception train: sample_distorted_bounding_box area_range
+MIN_CROP_SOURCE_PX = 8  # a crop side below this many source pixels holds nothing recognizable (trainer warns)
+
+
+def crop_area_range(cfg):
+  """The inception crop's (min, max) area fraction from the resolved flags (--crop_area_range)."""
+  value = getattr(cfg, "crop_area_range", None)
+  return tuple(float(v) for v in value) if value else DEFAULT_CROP_AREA_RANGE
 
 
 def check_names(preprocessing_name, color_distortion="fast"):

@@ -1,18 +1,22 @@
 """The study in one command: train several nets under the same settings, evaluate, compare.
 
     python -m slimflowers.study --dataset_name=flowers102 --dataset_dir=data/flowers102 \
-        --models=alexnet_v2,inception_v3,resnet_v1_50,mobilenet_v1,xception,inception_resnet_v2 \
+        --models=alexnet,inception_v3,resnet50,mobilenet,xception,inception_resnet \
         --runs_dir=runs/flowers102 --num_epochs=30 --optimizer=momentum --learning_rate=0.01
+    # [study] ===== model 1/6: alexnet =====
+    # [alexnet train] 12:00:05 step 10/960 | loss 4.61 | ...   [alexnet eval] 12:01:00 eval validation step 100: ...
+    # ... then the comparison table and the report's paths.
 
-For each model in turn, in `RUNS/<model>/` (the trainer's --train_dir):
-  1. train_image_classifier.py, with a continuous eval_image_classifier.py on the
-     validation split running beside it as a second process (`RUNS/<model>/eval_validation/`);
-  2. when the dataset has a test split: the final checkpoint on it (`RUNS/<model>/eval_test/`)
-     and the best-by-validation checkpoint (`eval_validation/best/`) on it (`RUNS/<model>/eval_test_best/`;
-     when the best is the final checkpoint, its eval_test line is copied there, with `copied_from`);
+For each model in turn, in `RUNS/<model>/` (the trainer's --train_dir), two processes:
+  1. train_image_classifier.py;
+  2. beside it, a continuous eval_image_classifier.py on the validation split
+     (`RUNS/<model>/eval_validation/`, with best/), which, after the final step and when
+     the dataset has a test split, also evaluates the final checkpoint (`eval_test/`) and
+     the best-by-validation one (`eval_test_best/`) on it, in the same process;
 then writes the comparison into `RUNS/report/` (python -m slimflowers.compare) and prints the table.
-Every child's output is streamed with a `[model train]` / `[model eval]` / `[model test]` prefix
-and appended to `RUNS/<model>/train.log` or `RUNS/<model>/eval.log`.
+Every child's own lines are streamed with a `[model train]` / `[model eval]` prefix; everything
+they print goes to `RUNS/<model>/train.log` or `eval.log` (TensorFlow's detail only there, unless
+--verbosity=1).
 
 Flags: the study's own (below), plus every flag of train_image_classifier.py
 (slimflowers/train_flags.py), parsed here -- so a typo fails now, not after the
@@ -23,211 +27,81 @@ the study's to set (--runs_dir, --models). Evaluators get --eval_image_size and
 --moving_average_decay is set.
 
 Re-running the same command skips what is done (a finished run whose final step
-is evaluated) and resumes the rest: the trainer continues from its last
-checkpoint, the evaluator skips steps already in results.jsonl. A finished run
+is evaluated, on every split) and resumes the rest: the trainer continues from its
+last checkpoint, the evaluator skips steps already in results.jsonl. A finished run
 is trained further when --max_number_of_steps asks for more steps. Ctrl-C (or
 SIGTERM) stops the running trainer and evaluator (SIGTERM to their process
 groups, SIGKILL after a grace period) and exits with 128 + the signal number;
-a failing child stops the study with an error naming the model, the command
-and its log file.
+a failing child stops the study with an error naming the model, the command,
+its log file and its last lines.
 """
-import dataclasses
-import json
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+
+import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-order
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
 
 from absl import app
 from absl import flags
 
-from slimflowers import compare
+from slimflowers import children as children_lib
+from slimflowers import errors
 from slimflowers import fileio
+from slimflowers import run_dir
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = cli.REPO_DIR
 TRAIN_SCRIPT = os.path.join(REPO_DIR, "train_image_classifier.py")
 EVAL_SCRIPT = os.path.join(REPO_DIR, "eval_image_classifier.py")
-REPORT_SUBDIR = "report"
-TRAIN_LOG = "train.log"
-EVAL_LOG = "eval.log"
 # Trainer flags the study sets itself, per model.
 STUDY_OWNED_TRAIN_FLAGS = {"train_dir": "--runs_dir", "model_name": "--models"}
-STOP_GRACE_SECS = 20
 
 FLAGS = flags.FLAGS
 
 
-class StudyError(RuntimeError):
-  """A child failed or the study cannot go on; the message says which and what to look at."""
-
-
-class Interrupted(Exception):
-  """SIGINT/SIGTERM arrived; the children have been (or are being) stopped."""
-
-  def __init__(self, signum):
-    super().__init__(f"interrupted by {signal.Signals(signum).name}")
-    self.signum = signum
-
-
-# ----------------------------------------------------------------------------- Console
-
-_print_lock = threading.Lock()
-_live_children = set()  # started and not yet reaped: what an interrupt must stop
-
-
-def say(message, out=None):
-  with _print_lock:
-    print(f"[study] {message}", file=out or sys.stdout, flush=True)
-
-
-# ----------------------------------------------------------------------------- Child processes
-
-@dataclasses.dataclass(eq=False)
-class Child:
-  """One subprocess, its own process group, its output streamed to the console and a log file."""
-  label: str
-  cmd: list
-  log_path: str
-  proc: subprocess.Popen = None
-  thread: threading.Thread = None
-
-  def describe(self):
-    return f"[{self.label}] command: {shlex.join(self.cmd)}\n  log: {self.log_path}"
-
-
-def _child_env():
-  env = dict(os.environ)
-  env["PYTHONUNBUFFERED"] = "1"          # lines appear as they are written
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO banner, once per child, is noise here
-  return env
-
-
-def _pump(child, out):
-  prefix = f"[{child.label}] "
-  with open(child.log_path, "ab") as log:
-    log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(child.cmd)}\n".encode())
-    log.flush()
-    for raw in iter(child.proc.stdout.readline, b""):
-      log.write(raw)
-      log.flush()
-      line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-      with _print_lock:
-        out.write(prefix + line + "\n")
-        out.flush()
-
-
-def start_child(label, cmd, log_path, out=None):
-  """Starts `cmd` in its own process group (so Ctrl-C reaches only the study, which stops it cleanly)."""
-  out = out or sys.stdout
-  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-  child = Child(label=label, cmd=list(cmd), log_path=log_path)
-  child.proc = subprocess.Popen(child.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_child_env(), start_new_session=True)
-  _live_children.add(child)
-  child.thread = threading.Thread(target=_pump, args=(child, out), daemon=True, name=f"pump {label}")
-  child.thread.start()
-  return child
-
-
-def stop_children(children, grace_secs=STOP_GRACE_SECS):
-  """SIGTERM to each running child's process group, then SIGKILL to whatever is left after `grace_secs`."""
-  running = [c for c in children if c.proc is not None and c.proc.poll() is None]
-  for child in running:
-    say(f"stopping {child.label} (pid {child.proc.pid})")
-    try:
-      os.killpg(child.proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-      pass
-  deadline = time.monotonic() + grace_secs
-  for child in running:
-    try:
-      child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-      say(f"{child.label} ignored SIGTERM for {grace_secs}s; killing it")
-      try:
-        os.killpg(child.proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-      child.proc.wait()
-  for child in children:
-    if child.thread is not None:
-      child.thread.join(timeout=5)
-    _live_children.discard(child)
-
-
-def _failure(model, child):
-  return StudyError(f"{model}: {child.label} failed with exit code {child.proc.returncode}.\n"
-                    f"  command: {shlex.join(child.cmd)}\n  log: {child.log_path}\n"
-                    "Fix the cause and run the same study command again: finished work is kept, the rest resumes.")
-
-
-def run_children(model, children, poll_secs=0.5):
-  """Waits for all children; the first failure stops the others and raises StudyError.
-
-  A child that exits cleanly early (an evaluator that timed out) leaves the
-  others running; the caller checks what is missing afterwards.
-  """
-  try:
-    while True:
-      alive = False
-      for child in children:
-        code = child.proc.poll()
-        if code is None:
-          alive = True
-        elif code != 0:
-          stop_children(children)
-          raise _failure(model, child)
-      if not alive:
-        break
-      time.sleep(poll_secs)
-    for child in children:
-      child.thread.join(timeout=10)
-      _live_children.discard(child)
-  finally:
-    stop_children(children)  # no-op unless leaving by an exception (Interrupted, StudyError)
+class StudyError(errors.UserError, RuntimeError):
+  """The study cannot go on; the message says which model, and what to look at."""
+  exit_code = 1
 
 
 # ----------------------------------------------------------------------------- Run state
 
-def _evaluated_steps(eval_dir):
-  return {int(r["step"]) for r in compare.read_results_jsonl(os.path.join(eval_dir, compare.RESULTS_JSONL))}
-
-
 def training_done(train_dir, max_number_of_steps=None):
   """True when run_info.json says finished (at the requested number of steps, when one is given)."""
-  info = fileio.read_json(os.path.join(train_dir, compare.RUN_INFO))
+  info = run_dir.read_run_info(train_dir)
   if not info.get("finished") or info.get("final_step") is None:
     return False
-  if max_number_of_steps is not None and int(info["final_step"]) < max_number_of_steps:
-    return False
-  return True
+  return max_number_of_steps is None or int(info["final_step"]) >= max_number_of_steps
 
 
 def final_step(train_dir):
-  return int(fileio.read_json(os.path.join(train_dir, compare.RUN_INFO))["final_step"])
+  return int(run_dir.read_run_info(train_dir)["final_step"])
 
 
-def best_checkpoint(train_dir):
-  """(step, checkpoint dir) of the evaluator's best-by-validation copy, or None."""
-  best_dir = os.path.join(train_dir, compare.VAL_SUBDIR, "best")
-  best = fileio.read_json(os.path.join(best_dir, "best.json"))
-  if "step" not in best:
-    return None
-  return int(best["step"]), best_dir
+def missing_evaluations(train_dir, test_split):
+  """What the evaluator still owes a finished run: ["validation step 600", "test best (step 400)", ...]."""
+  last = final_step(train_dir)
+  val_dir = run_dir.eval_dir(train_dir, "validation")
+  missing = [] if last in run_dir.evaluated_steps(val_dir) else [f"validation step {last}"]
+  if test_split:
+    if last not in run_dir.evaluated_steps(run_dir.eval_dir(train_dir, test_split)):
+      missing.append(f"{test_split} step {last}")
+    best = run_dir.read_best(val_dir).get("step")
+    if best is not None and int(best) not in run_dir.evaluated_steps(run_dir.eval_dir(train_dir, test_split, True)):
+      missing.append(f"{test_split} best (step {best})")
+  return missing
 
 
 def dataset_splits(dataset_name, dataset_dir):
   """The converted dataset's split names; StudyError (saying what to run) when it has no validation split."""
   import datasets  # pylint: disable=g-import-not-at-top  (TensorFlow; only when the study runs)
-  from datasets import dataset_utils  # pylint: disable=g-import-not-at-top
+  from datasets import records  # pylint: disable=g-import-not-at-top
   try:
     datasets.get_split(dataset_name, "validation", dataset_dir)  # the evaluators need it; its errors teach
   except (ValueError, FileNotFoundError) as e:
     raise StudyError(f"The study needs a converted dataset with a validation split: {e}") from e
-  return set(dataset_utils.read_metadata(dataset_dir)["splits"])
+  return set(records.read_metadata(dataset_dir)["splits"])
 
 
 # ----------------------------------------------------------------------------- Commands
@@ -256,10 +130,15 @@ def train_command(cfg, model):
           *cfg.train_flags]
 
 
-def eval_command(cfg, model, *, checkpoint_path, eval_dir, split, continuous):
-  cmd = [cfg.python, EVAL_SCRIPT, f"--checkpoint_path={checkpoint_path}", f"--eval_dir={eval_dir}",
-         f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}",
-         f"--dataset_split_name={split}", f"--model_name={model}", f"--batch_size={cfg.eval_batch_size}"]
+def eval_command(cfg, model, *, test_split=None):
+  """The continuous validation evaluator of `model`'s run; with `test_split`, it also evaluates the final splits."""
+  train_dir = os.path.join(cfg.runs_dir, model)
+  cmd = [cfg.python, EVAL_SCRIPT, f"--checkpoint_path={train_dir}", f"--dataset_name={cfg.dataset_name}",
+         f"--dataset_dir={cfg.dataset_dir}", "--dataset_split_name=validation", f"--model_name={model}",
+         f"--batch_size={cfg.eval_batch_size}", "--continuous", f"--eval_interval_secs={cfg.eval_interval_secs}",
+         f"--eval_timeout_secs={cfg.eval_timeout_secs}"]
+  if test_split:
+    cmd.append(f"--final_eval_splits={test_split}")
   if cfg.eval_image_size:
     cmd.append(f"--eval_image_size={cfg.eval_image_size}")
   if cfg.preprocessing_name:
@@ -268,115 +147,53 @@ def eval_command(cfg, model, *, checkpoint_path, eval_dir, split, continuous):
     cmd.append("--use_ema")
   if cfg.eval_num_gpus is not None:
     cmd.append(f"--num_gpus={cfg.eval_num_gpus}")
-  if continuous:
-    cmd += ["--continuous", f"--eval_interval_secs={cfg.eval_interval_secs}",
-            f"--eval_timeout_secs={cfg.eval_timeout_secs}"]
   return cmd
 
 
 # ----------------------------------------------------------------------------- One model
 
-def run_model(cfg, model, *, has_test, out=None):
+def run_model(cfg, model, *, has_test, supervisor=None):
   """Trains and evaluates one model, skipping the parts already done. Returns its train_dir."""
+  supervisor = supervisor or children_lib.Supervisor()
   train_dir = os.path.join(cfg.runs_dir, model)
-  val_dir = os.path.join(train_dir, compare.VAL_SUBDIR)
-  train_log, eval_log = os.path.join(train_dir, TRAIN_LOG), os.path.join(train_dir, EVAL_LOG)
+  train_log, eval_log = os.path.join(train_dir, run_dir.TRAIN_LOG), os.path.join(train_dir, run_dir.EVAL_LOG)
+  test_split = "test" if has_test else None
 
-  def val_evaluator():
-    return start_child(f"{model} eval", eval_command(cfg, model, checkpoint_path=train_dir, eval_dir=val_dir,
-                                                     split="validation", continuous=True), eval_log, out)
+  def evaluator():
+    return supervisor.start(f"{model} eval", eval_command(cfg, model, test_split=test_split), eval_log)
 
-  # 1. Training, with the validation evaluator beside it.
   if training_done(train_dir, cfg.max_number_of_steps):
-    say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})", out)
+    supervisor.say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})")
   else:
-    say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, {eval_log})", out)
-    trainer = start_child(f"{model} train", train_command(cfg, model), train_log, out)
-    run_children(model, [trainer, val_evaluator()])
+    supervisor.say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, "
+                   f"{eval_log})")
+    trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log)
+    supervisor.wait(model, [trainer, evaluator()])
     if not training_done(train_dir):
-      raise StudyError(f"{model}: the trainer exited cleanly but {train_dir}/run_info.json does not say "
+      raise StudyError(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
                        f"finished.\n  command: {shlex.join(trainer.cmd)}\n  log: {train_log}")
-
-  last = final_step(train_dir)
-  if last not in _evaluated_steps(val_dir):
-    say(f"{model}: evaluating the final step {last} on the validation split", out)
-    run_children(model, [val_evaluator()])
-    if last not in _evaluated_steps(val_dir):
-      raise StudyError(f"{model}: the evaluator exited without evaluating the final step {last}; see {eval_log}.")
-
-  # 2. The test split: the final checkpoint, then the best one by validation accuracy.
-  if not has_test:
-    return train_dir
-  test_dir = os.path.join(train_dir, compare.TEST_SUBDIR)
-  if last in _evaluated_steps(test_dir):
-    say(f"{model}: final checkpoint (step {last}) already evaluated on the test split", out)
+  missing = missing_evaluations(train_dir, test_split)
+  if missing:  # e.g. the study was stopped after training: one evaluator process catches up on all of it
+    supervisor.say(f"{model}: evaluating {', '.join(missing)}")
+    supervisor.wait(model, [evaluator()])
+    missing = missing_evaluations(train_dir, test_split)
+    if missing:
+      raise StudyError(f"{model}: the evaluator exited without evaluating {', '.join(missing)}; see {eval_log}.")
   else:
-    say(f"{model}: evaluating the final checkpoint (step {last}) on the test split -> {test_dir}", out)
-    run_children(model, [start_child(f"{model} test", eval_command(
-        cfg, model, checkpoint_path=train_dir, eval_dir=test_dir, split="test", continuous=False), eval_log, out)])
-    if last not in _evaluated_steps(test_dir):
-      raise StudyError(f"{model}: the test evaluation did not record step {last} in {test_dir}/results.jsonl "
-                       f"(is the latest checkpoint in {train_dir} the final one?); see {eval_log}.")
-  best = best_checkpoint(train_dir)
-  if best is None:
-    say(f"{model}: no {val_dir}/best/best.json; skipping the best-checkpoint test evaluation", out)
-    return train_dir
-  best_step, best_dir = best
-  test_best_dir = os.path.join(train_dir, compare.TEST_BEST_SUBDIR)
-  if best_step in _evaluated_steps(test_best_dir):
-    say(f"{model}: best checkpoint (step {best_step}) already evaluated on the test split", out)
-  elif best_step == last and last in _evaluated_steps(test_dir):
-    # Same step, same weights: reuse the final checkpoint's test result instead of a second pass over the
-    # test split (minutes for a big net on a big test set).
-    say(f"{model}: the best checkpoint is the final one (step {last}); its test result is reused", out)
-    row = dict(next(r for r in compare.read_results_jsonl(os.path.join(test_dir, compare.RESULTS_JSONL))
-                    if int(r["step"]) == last))
-    row.update(checkpoint=best_dir, copied_from=os.path.join(test_dir, compare.RESULTS_JSONL))
-    fileio.append_line(os.path.join(test_best_dir, compare.RESULTS_JSONL), json.dumps(row, sort_keys=True))
-  else:
-    say(f"{model}: evaluating the best validation checkpoint (step {best_step}) on the test split "
-         f"-> {test_best_dir}", out)
-    run_children(model, [start_child(f"{model} test best", eval_command(
-        cfg, model, checkpoint_path=best_dir, eval_dir=test_best_dir, split="test", continuous=False),
-        eval_log, out)])
-    if best_step not in _evaluated_steps(test_best_dir):
-      raise StudyError(f"{model}: the test evaluation of {best_dir} did not record step {best_step} in "
-                       f"{test_best_dir}/results.jsonl; see {eval_log}.")
+    supervisor.say(f"{model}: every evaluation is done ({train_dir})")
   return train_dir
 
 
 # ----------------------------------------------------------------------------- The study
 
-class StopOnSignals:
-  """Turns the first SIGINT/SIGTERM into Interrupted in the main thread; later ones wait for the cleanup."""
-
-  def __init__(self, out):
-    self.out, self.previous, self.received = out, {}, None
-
-  def _handle(self, signum, unused_frame):
-    if self.received is not None:
-      say(f"{signal.Signals(signum).name} again: still stopping the children, please wait", self.out)
-      return
-    self.received = signum
-    raise Interrupted(signum)
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
-        self.previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self.previous.items():
-      signal.signal(sig, handler)
-
-
 def run_study(cfg, models, *, out=None):
   """Trains and evaluates every model in turn, then writes and prints the report; returns compare.Report.
 
-  Raises StudyError when a child fails, Interrupted on SIGINT/SIGTERM (children stopped).
+  Raises StudyError (or children.ChildFailed) when a child fails, children.Interrupted on
+  SIGINT/SIGTERM (children stopped).
   """
-  out = out or sys.stdout
+  from slimflowers import compare  # pylint: disable=g-import-not-at-top  (matplotlib; only at the end)
+  supervisor = children_lib.Supervisor(out=out)
   if not models:
     raise StudyError("--models is empty. Pass a comma-separated list, e.g. --models=cifarnet,mobilenet_v1_025 "
                      "(python -m nets lists the names).")
@@ -389,22 +206,22 @@ def run_study(cfg, models, *, out=None):
     except ValueError as e:
       raise StudyError(f"--models: {e}") from e
   has_test = "test" in dataset_splits(cfg.dataset_name, cfg.dataset_dir)
-  os.makedirs(cfg.runs_dir, exist_ok=True)
-  say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
-       f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}", out)
+  fileio.makedirs(cfg.runs_dir)
+  supervisor.say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
+                 f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
   run_dirs = []
-  with StopOnSignals(out):
+  with children_lib.StopOnSignals(supervisor.say):
     try:
       for i, model in enumerate(models, 1):
-        say(f"===== model {i}/{len(models)}: {model} =====", out)
+        supervisor.say(f"===== model {i}/{len(models)}: {model} =====")
         start = time.monotonic()
-        run_dirs.append(run_model(cfg, model, has_test=has_test, out=out))
-        say(f"{model}: done in {time.monotonic() - start:.0f}s", out)
+        run_dirs.append(run_model(cfg, model, has_test=has_test, supervisor=supervisor))
+        supervisor.say(f"{model}: done in {time.monotonic() - start:.0f}s")
     finally:
-      stop_children(list(_live_children))  # whatever an interrupt or error left running
-  report = compare.write_report(run_dirs, os.path.join(cfg.runs_dir, REPORT_SUBDIR))
-  compare.print_report(report, out)
-  say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}", out)
+      supervisor.stop()  # whatever an interrupt or error left running
+  report = compare.write_report(run_dirs, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR))
+  compare.print_report(report, supervisor.out)
+  supervisor.say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}")
   return report
 
 
@@ -429,8 +246,8 @@ def _forwarded_train_flags():
   """The trainer flags given on the command line, as "--name=value" (study-owned ones refused)."""
   from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
   forwarded = []
-  for flag in FLAGS.get_flags_for_module(train_flags):
-    name = flag.name
+  for name in train_flags.flag_names():
+    flag = FLAGS[name]
     if name in ("dataset_name", "dataset_dir") or not flag.present:
       continue
     if name in STUDY_OWNED_TRAIN_FLAGS:
@@ -456,14 +273,11 @@ def main(argv):
   cfg = config_from_flags()
   try:
     run_study(cfg, FLAGS.models)
-  except StudyError as e:
-    say(f"ERROR: {e}", sys.stderr)
-    sys.exit(1)
-  except Interrupted as e:
-    say(f"{e}: trainer and evaluator stopped. Run the same command again to resume.", sys.stderr)
+  except children_lib.Interrupted as e:
+    print(f"[study] {e}: trainer and evaluator stopped. Run the same command again to resume.", file=sys.stderr)
     sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -3,19 +3,19 @@
     python train_image_classifier.py --train_dir=/tmp/run --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --model_name=cifarnet --max_number_of_steps=100
 
-Read top to bottom: strategy -> data -> model and optimizer -> restore -> update step -> loop.
+Read top to bottom: strategy -> train_dir (lock) -> data -> model and optimizer ->
+restore -> run metadata -> loop -> done. The update step is trainer.py.
+
 Resume order (written down, logged loudly): a checkpoint in train_dir wins over
 --checkpoint_path, which wins over random initialization.
 """
 import math
 import os
-import shutil
 import tempfile
 import time
 import types
 
 from absl import logging
-import keras
 import numpy as np
 import orbit
 import tensorflow as tf
@@ -24,263 +24,172 @@ import datasets
 import nets
 from slimflowers import checkpoints
 from slimflowers import devices
+from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import hparams
 from slimflowers import input_pipeline
+from slimflowers import locks
 from slimflowers import optim
 from slimflowers import preprocessing
+from slimflowers import run_dir
+from slimflowers import trainer as trainer_lib
 
-AUX_LOSS_WEIGHT = 0.4  # TF-Slim's weight for Inception's auxiliary head.
-
-# Orbit's Controller both logs and print()s each of its lines; keep the log line only, so
-# the console (and a study's merged output) shows each line once.
-orbit.controller._log = logging.info  # pylint: disable=protected-access
+PROGRAM = "train_image_classifier.py"
 NUM_SUMMARY_IMAGES = 4
-
-
-class NonFiniteLossError(FloatingPointError):
-  pass
+# What a killed trainer leaves in train_dir: TF's checkpoint staging directories, our temporary files.
+LEFTOVERS = ("ckpt-*_temp", "*" + fileio.TMP_MARK + "*")
 
 
 def resolve_config(cfg):
   """Fills unset (None) values with the net's and dataset's defaults; validates. Returns a new namespace."""
   cfg = types.SimpleNamespace(**vars(cfg))
   if not cfg.train_dir:
-    raise ValueError("--train_dir is required: the directory for checkpoints and summaries "
-                     "(e.g. --train_dir=runs/my_run).")
+    raise errors.BadValue("--train_dir is required: the directory for checkpoints and summaries "
+                          "(e.g. --train_dir=runs/my_run).")
+  if fileio.exists(cfg.train_dir) and not fileio.isdir(cfg.train_dir):
+    raise errors.BadValue(f"--train_dir={cfg.train_dir} is a file, not a directory. Pass a directory (it is "
+                          "created if missing).")
   if not cfg.dataset_dir:
-    raise ValueError("--dataset_dir is required: the directory written by download_and_convert_data.py "
-                     f"(e.g. python download_and_convert_data.py --dataset_name={cfg.dataset_name} "
-                     f"--dataset_dir=data/{cfg.dataset_name}).")
-  spec = nets.get_spec(cfg.model_name)
+    raise errors.BadValue("--dataset_dir is required: the directory written by download_and_convert_data.py "
+                          f"(e.g. python download_and_convert_data.py --dataset_name={cfg.dataset_name} "
+                          f"--dataset_dir=data/{cfg.dataset_name}).")
+  with errors.as_user_errors():
+    spec = nets.get_spec(cfg.model_name)
   cfg.preprocessing_name = cfg.preprocessing_name or spec.preprocessing
   cfg.train_image_size = cfg.train_image_size or spec.default_image_size
   if cfg.train_image_size < spec.min_image_size:
-    raise ValueError(f"--train_image_size={cfg.train_image_size} is below {spec.name}'s minimum "
-                     f"{spec.min_image_size}; use at least {spec.min_image_size}.")
+    raise errors.BadValue(f"--train_image_size={cfg.train_image_size} is below {spec.name}'s minimum "
+                          f"{spec.min_image_size}; use at least {spec.min_image_size}.")
   if cfg.batch_size < 1:
-    raise ValueError(f"--batch_size={cfg.batch_size} must be >= 1.")
+    raise errors.BadValue(f"--batch_size={cfg.batch_size} must be >= 1.")
+  if cfg.max_number_of_steps is not None and cfg.max_number_of_steps < 1:
+    raise errors.BadValue(f"--max_number_of_steps={cfg.max_number_of_steps} must be >= 1 (the global step to "
+                          "train until).")
+  if cfg.num_epochs is not None and not cfg.num_epochs > 0:
+    raise errors.BadValue(f"--num_epochs={cfg.num_epochs} must be > 0.")
   if not cfg.max_number_of_steps and not cfg.num_epochs:
-    raise ValueError("Set --max_number_of_steps or --num_epochs: how long to train.")
+    raise errors.BadValue("Set --max_number_of_steps or --num_epochs: how long to train.")
+  for name in ("log_every_n_steps", "save_summaries_steps", "save_interval_steps", "steps_per_loop"):
+    value = getattr(cfg, name)
+    if value is not None and value < 1:
+      raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
   cfg.save_summaries_steps = cfg.save_summaries_steps or cfg.log_every_n_steps
   cfg.steps_per_loop = cfg.steps_per_loop or min(cfg.log_every_n_steps, cfg.save_summaries_steps,
                                                  cfg.save_interval_steps or cfg.log_every_n_steps)
   return cfg
 
 
-def _model_overrides(cfg):
+def model_overrides(cfg):
   overrides = {"dropout_rate": cfg.dropout_rate, "aux_logits": cfg.aux_logits,
                "batch_norm_momentum": cfg.batch_norm_momentum, "batch_norm_epsilon": cfg.batch_norm_epsilon}
   return {k: v for k, v in overrides.items() if v is not None}
 
 
-class ClassifierTrainer(orbit.StandardTrainer):
-  """The inner loop: one update step per batch, accumulating the loop's metrics."""
+def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
+  """Model (and EMA copy), schedule, optimizer and update step as `cfg` (the resolved flags) says.
 
-  def __init__(self, *, strategy, model, optimizer, train_variables, cfg, num_classes, schedule,
-               global_step, ema_model=None):
-    self.strategy = strategy
-    self.model = model
-    self.optimizer = optimizer
-    self.train_variables = train_variables
-    self.cfg = cfg
-    self.num_classes = num_classes
-    self.schedule = schedule
-    self.global_step = global_step
-    self.ema_model = ema_model
-    self.global_batch = cfg.batch_size
-    self.num_replicas = strategy.num_replicas_in_sync
-    self.wd_variables = nets.weight_decay_variables(model) if cfg.weight_decay > 0 else []
-    self.loss_scale = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    # Loop accumulators: plain (non-distributed) variables, updated in cross-replica context.
-    self._acc = {k: tf.Variable(0.0, trainable=False, dtype=tf.float64, name=f"acc_{k}")
-                 for k in ("total_loss", "cross_entropy", "regularization_loss", "correct", "gradient_norm",
-                           "steps")}
-    self._compute = tf.function(self._forward_backward, jit_compile=bool(cfg.jit_compile))
-    self._loop_start = None
-    self._first_loop = True
-    self.timing = {"steps": 0, "secs": 0.0}  # compile-free, checkpoint-free training time
-    self.last_metrics = {}
-    super().__init__(train_dataset=None,
-                     options=orbit.StandardTrainerOptions(use_tf_while_loop=True))
-
-  def _forward_backward(self, images, labels):
-    cfg = self.cfg
-    with tf.GradientTape() as tape:
-      outputs = self.model(images, training=True)
-      aux_logits = None
-      if isinstance(outputs, dict):
-        logits, aux_logits = outputs["logits"], outputs.get("aux_logits")
-      else:
-        logits = outputs
-      logits = tf.cast(logits, tf.float32)
-      if labels.dtype.is_integer:
-        onehot = tf.one_hot(labels, self.num_classes)
-      else:  # mixup / cutmix already produced (smoothed) soft labels
-        onehot = tf.cast(labels, tf.float32)
-      smoothing = cfg.label_smoothing if labels.dtype.is_integer else 0.0
-      per_example = keras.losses.categorical_crossentropy(onehot, logits, from_logits=True,
-                                                          label_smoothing=smoothing)
-      # Averaged over the GLOBAL batch: replicas' gradients are summed, so R replicas with
-      # global batch B take exactly the step 1 replica with batch B would.
-      ce = tf.reduce_sum(per_example) / self.global_batch
-      loss = ce
-      if aux_logits is not None:
-        aux = keras.losses.categorical_crossentropy(onehot, tf.cast(aux_logits, tf.float32),
-                                                    from_logits=True, label_smoothing=smoothing)
-        loss += AUX_LOSS_WEIGHT * tf.reduce_sum(aux) / self.global_batch
-      reg = tf.constant(0.0)
-      if self.wd_variables:  # TF-Slim's l2_regularizer: wd * sum(w^2) / 2
-        reg = cfg.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in self.wd_variables])
-      total = loss + reg / self.num_replicas
-      scaled = self.optimizer.scale_loss(total) if self.loss_scale else total
-    grads = tape.gradient(scaled, self.train_variables)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(onehot, -1)), tf.float32))
-    return grads, total, ce, reg / self.num_replicas, correct
-
-  def _replica_step(self, inputs):
-    images, labels = inputs
-    grads, total, ce, reg, correct = self._compute(images, labels)
-    ctx = tf.distribute.get_replica_context()
-    # One all-reduce, done here so clipping sees the global gradient; the optimizer
-    # is told not to reduce again (see _no_second_all_reduce).
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    norm = tf.linalg.global_norm(grads)
-    if self.loss_scale:
-      norm = norm / tf.cast(self.optimizer.dynamic_scale, norm.dtype)
-    if self.cfg.clip_gradient_norm > 0:
-      factor = tf.minimum(1.0, self.cfg.clip_gradient_norm / tf.maximum(norm, 1e-12))
-      grads = [g * tf.cast(factor, g.dtype) for g in grads]
-    self.optimizer.apply(grads, self.train_variables)
-    return total, ce, reg, correct, norm
-
-  def train_loop_begin(self):
-    for v in self._acc.values():
-      v.assign(0.0)
-    self._loop_start = time.perf_counter()
-
-  def train_step(self, iterator):
-    total, ce, reg, correct, norm = self.strategy.run(self._replica_step, args=(next(iterator),))
-    s = lambda x: tf.cast(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None), tf.float64)
-    self._acc["total_loss"].assign_add(s(total))
-    self._acc["cross_entropy"].assign_add(s(ce))
-    self._acc["regularization_loss"].assign_add(s(reg))
-    self._acc["correct"].assign_add(s(correct))
-    self._acc["gradient_norm"].assign_add(
-        tf.cast(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None), tf.float64))
-    self._acc["steps"].assign_add(1.0)
-    self.global_step.assign_add(1)
-    if self.ema_model is not None:
-      self._update_ema()
-
-  def _update_ema(self):
-    # TF-Slim's ExponentialMovingAverage(decay, num_updates=global_step).
-    step = tf.cast(self.global_step, tf.float32)
-    decay = tf.minimum(float(self.cfg.moving_average_decay), (1.0 + step) / (10.0 + step))
-    for e, v in zip(self.ema_model.weights, self.model.weights):
-      ev = tf.cast(v.value, e.dtype)
-      e.assign(e.value * tf.cast(decay, e.dtype) + ev * tf.cast(1.0 - decay, e.dtype))
-
-  def train_loop_end(self):
-    acc = {k: float(v.numpy()) for k, v in self._acc.items()}  # .numpy() waits for the loop to finish
-    elapsed = time.perf_counter() - self._loop_start
-    steps = max(acc["steps"], 1.0)
-    out = {
-        "total_loss": acc["total_loss"] / steps,
-        "cross_entropy": acc["cross_entropy"] / steps,
-        "regularization_loss": acc["regularization_loss"] / steps,
-        "accuracy": acc["correct"] / (steps * self.global_batch),
-        "gradient_norm": acc["gradient_norm"] / steps,
-        "learning_rate": float(self.schedule(self.global_step.numpy() - 1)),
-    }
-    if not math.isfinite(acc["total_loss"]):
-      raise NonFiniteLossError(
-          f"Loss became {acc['total_loss']} between steps {int(self.global_step.numpy() - steps)} and "
-          f"{int(self.global_step.numpy())}; training stopped and the last good checkpoint is kept. "
-          "Lower --learning_rate, set --clip_gradient_norm, or check the data.")
-    if self._first_loop:  # includes tracing/compilation: not an honest throughput figure
-      self._first_loop = False
-    else:
-      self.timing["steps"] += steps
-      self.timing["secs"] += elapsed
-      out["sec_per_step"] = elapsed / steps
-      out["images_per_sec"] = steps * self.global_batch / elapsed
-      out["steps_per_hour"] = 3600.0 / out["sec_per_step"]
-    self.last_metrics = out
-    # Orbit prints what we return on every loop: keep its line short; summaries use last_metrics.
-    return {"loss": round(out["total_loss"], 4)}
-
-
-def _no_second_all_reduce(optimizer):
-  """We all-reduce gradients in the step (so clipping sees global norms); Keras must not sum them again.
-
-  Keras 3's TF optimizer sums gradients across replicas inside apply(); a test
-  (1 replica vs 2 replicas, same global batch, same weights) guards this.
+  Returns (trainer, model_config): trainer.model, .ema_model, .optimizer, .global_step
+  are what a checkpoint holds.
   """
-  inner = getattr(optimizer, "inner_optimizer", optimizer)
-  inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)  # pylint: disable=protected-access
+  overrides = model_overrides(cfg)
+  with strategy.scope():
+    with errors.as_user_errors():
+      model = nets.get_model(cfg.model_name, num_classes, **overrides)
+      ema_model = nets.get_model(cfg.model_name, num_classes, **overrides) if cfg.moving_average_decay else None
+    train_variables = checkpoints.select_trainable(model, cfg.trainable_scopes)
+    global_step = orbit.utils.create_global_step()
+  schedule = optim.schedule_from_flags(cfg, steps_per_epoch=steps_per_epoch, max_steps=max_steps)
+  trainer = trainer_lib.ClassifierTrainer(
+      strategy=strategy, model=model, num_classes=num_classes, schedule=schedule, optimizer_name=cfg.optimizer,
+      optimizer_options=optim.optimizer_options(cfg), global_batch_size=cfg.batch_size, global_step=global_step,
+      train_variables=train_variables, label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
+      clip_gradient_norm=cfg.clip_gradient_norm, ema_model=ema_model,
+      moving_average_decay=cfg.moving_average_decay, loss_scaling=cfg.precision == "mixed_float16",
+      jit_compile=cfg.jit_compile)
+  model_config = checkpoints.model_config(cfg.model_name, num_classes, overrides, cfg.train_image_size,
+                                          cfg.preprocessing_name)
+  return trainer, model_config
+
+
+def make_dataset_fn(cfg, split, start_step, num_classes):
+  """The training input for strategy.distribute_datasets_from_function, starting at global step `start_step`."""
+  def dataset_fn(ctx):
+    per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
+    ds = input_pipeline.train_dataset(
+        split, batch_size=per_replica, image_size=cfg.train_image_size, preprocessing_name=cfg.preprocessing_name,
+        seed=cfg.seed, start_index=start_step * cfg.batch_size, augment=cfg.augment,
+        random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, input_context=ctx)
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+      from official.vision.ops import augment  # pylint: disable=g-import-not-at-top
+      mix = augment.MixupAndCutmix(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
+                                   label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+      ds = ds.map(mix.distort, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
+  return dataset_fn
+
+
+def check_resume_fits(latest, cfg, num_classes):
+  """A train_dir holding another net or class count is an error naming both, not a Keras shape error."""
+  held = checkpoints.read_model_config(latest) or {}
+  want = (nets.get_spec(cfg.model_name).name, int(num_classes))
+  have = (held.get("model_name"), held.get("num_classes"))
+  if held and have != want:
+    raise errors.BadValue(
+        f"--train_dir={cfg.train_dir} holds another run: {have[0]} with {have[1]} classes (its latest checkpoint "
+        f"{os.path.basename(latest)}), but this command trains {want[0]} with {want[1]} classes. Use another "
+        "--train_dir, or the run's own flags (--flagfile=" + os.path.join(cfg.train_dir, run_dir.FLAGS_TXT) + ").")
 
 
 def run(cfg):
   """Trains as `cfg` (a namespace with the train_flags values) says. Returns run_info."""
+  # Orbit's Controller both logs and print()s each of its lines; keep the log line only (the console
+  # shows our own progress line; Orbit's goes to the verbose log).
+  orbit.controller._log = logging.info  # pylint: disable=protected-access
   # ---------------- Strategy ----------------
   strategy = devices.create_strategy(num_gpus=cfg.num_gpus, num_cpu_replicas=cfg.num_cpu_replicas)
   cfg = resolve_config(cfg)
   devices.set_precision(cfg.precision)
+  import keras  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(cfg.seed)
   num_replicas = strategy.num_replicas_in_sync
   if cfg.batch_size % num_replicas:
-    raise ValueError(f"--batch_size={cfg.batch_size} is not divisible by the {num_replicas} replicas; "
-                     f"use a multiple of {num_replicas}.")
+    raise errors.BadValue(f"--batch_size={cfg.batch_size} is not divisible by the {num_replicas} replicas; "
+                          f"use a multiple of {num_replicas}.")
   chief = devices.is_chief(strategy)
+  # ---------------- train_dir: one trainer at a time (the chief's lock), leftovers of killed runs ----------------
+  lock = locks.DirLock(cfg.train_dir, PROGRAM) if chief else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    if chief:
+      fileio.remove_leftovers(cfg.train_dir, LEFTOVERS, what="a killed trainer")
+    return _run_locked(cfg, strategy, chief, lock)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run_locked(cfg, strategy, chief, lock):
+  num_replicas = strategy.num_replicas_in_sync
   # Non-chief workers must still save (collectives would deadlock) but somewhere harmless.
   ckpt_dir = cfg.train_dir if chief else tempfile.mkdtemp(prefix="slimflowers_worker_")
-  os.makedirs(cfg.train_dir, exist_ok=True)
+  fileio.makedirs(cfg.train_dir)
 
   # ---------------- Input pipeline ----------------
   split = datasets.get_split(cfg.dataset_name, cfg.dataset_split_name, cfg.dataset_dir)
   num_classes = split.num_classes
   steps_per_epoch = split.num_samples / cfg.batch_size
   max_steps = int(cfg.max_number_of_steps or math.ceil(cfg.num_epochs * steps_per_epoch))
-
-  def make_dataset(start_step):
-    def dataset_fn(ctx):
-      per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
-      ds = input_pipeline.train_dataset(
-          split, batch_size=per_replica, image_size=cfg.train_image_size,
-          preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
-          start_index=start_step * cfg.batch_size, augment=cfg.augment,
-          random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, input_context=ctx)
-      if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-        from official.vision.ops import augment  # pylint: disable=g-import-not-at-top
-        mix = augment.MixupAndCutmix(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
-                                     label_smoothing=cfg.label_smoothing, num_classes=num_classes)
-        ds = ds.map(mix.distort, num_parallel_calls=tf.data.AUTOTUNE)
-      return ds
-    return strategy.distribute_datasets_from_function(dataset_fn)
+  warn_about_image_sizes(cfg, datasets.image_sizes(cfg.dataset_dir, cfg.dataset_split_name))
 
   # ---------------- Model, optimizer, checkpoint ----------------
-  overrides = _model_overrides(cfg)
-  with strategy.scope():
-    model = nets.get_model(cfg.model_name, num_classes, **overrides)
-    ema_model = None
-    if cfg.moving_average_decay:
-      ema_model = nets.get_model(cfg.model_name, num_classes, **overrides)
-    train_variables = checkpoints.select_trainable(model, cfg.trainable_scopes)
-    schedule = optim.schedule_from_flags(cfg, steps_per_epoch=steps_per_epoch, max_steps=max_steps)
-    optimizer = optim.create_optimizer(
-        cfg.optimizer, schedule, momentum=cfg.momentum, rmsprop_decay=cfg.rmsprop_decay,
-        rmsprop_momentum=cfg.rmsprop_momentum, opt_epsilon=cfg.opt_epsilon, adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2, adamw_weight_decay=cfg.adamw_weight_decay)
-    if cfg.precision == "mixed_float16":
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    # Keras 3 under MirroredStrategy: build before the first step (keras-team/keras#19246).
-    optimizer.build(train_variables)
-    _no_second_all_reduce(optimizer)
-    global_step = orbit.utils.create_global_step()
-  model_config = checkpoints.model_config(cfg.model_name, num_classes, overrides, cfg.train_image_size,
-                                          cfg.preprocessing_name)
-  ckpt = checkpoints.make_checkpoint(global_step=global_step, model=model, optimizer=optimizer,
+  latest = tf.train.latest_checkpoint(cfg.train_dir)
+  if latest:
+    check_resume_fits(latest, cfg, num_classes)
+  trainer, model_config = build_trainer(cfg, strategy, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+                                        max_steps=max_steps)
+  model, ema_model, global_step = trainer.model, trainer.ema_model, trainer.global_step
+  ckpt = checkpoints.make_checkpoint(global_step=global_step, model=model, optimizer=trainer.optimizer,
                                      ema_model=ema_model, model_config=model_config)
   manager = tf.train.CheckpointManager(
       # A non-chief's checkpoints only keep the collectives in step and are deleted at the end: keep one.
@@ -288,33 +197,30 @@ def run(cfg):
       step_counter=global_step,
       # Orbit saves only when an interval is set; time-based saves come from an action below.
       checkpoint_interval=cfg.save_interval_steps or 10**12)
-
-  trainer = ClassifierTrainer(strategy=strategy, model=model, optimizer=optimizer,
-                              train_variables=train_variables, cfg=cfg, num_classes=num_classes,
-                              schedule=schedule, global_step=global_step, ema_model=ema_model)
-  summary_dir = os.path.join(cfg.train_dir, "train")
+  summary_dir = os.path.join(cfg.train_dir, run_dir.TRAIN_SUBDIR)
   writer = tf.summary.create_file_writer(summary_dir) if chief else tf.summary.create_noop_writer()
-  time_saver = _TimeBasedSaver(manager, global_step, cfg.save_interval_secs)
-  summaries = _SummaryAction(trainer, writer, cfg, max_steps)
+  actions = [trainer_lib.SummaryAction(trainer, writer, summary_steps=cfg.save_summaries_steps, max_steps=max_steps,
+                                       heartbeat=lock.heartbeat if lock else None),
+             trainer_lib.TimeBasedSaver(manager, global_step, cfg.save_interval_secs)]
 
   # ---------------- Restore: train_dir > --checkpoint_path > random init ----------------
   # Every worker resumes from the chief's newest checkpoint in train_dir (shared filesystem), though a
   # non-chief saves elsewhere: workers starting from different steps would mismatch their collectives.
-  latest = tf.train.latest_checkpoint(cfg.train_dir)
   if latest and not chief:
     with strategy.scope():  # as Orbit restores on the chief: same variable creations, same collectives
       ckpt.restore(latest)
   controller = orbit.Controller(
       global_step=global_step, trainer=trainer, strategy=strategy, steps_per_loop=cfg.steps_per_loop,
-      checkpoint_manager=manager, summary_dir=None, train_actions=[summaries, time_saver])
+      checkpoint_manager=manager, summary_dir=None, train_actions=actions)
   if latest:
     logging.warning("RESUMING from %s (step %d): a checkpoint in train_dir wins; --checkpoint_path=%s is ignored.",
                     latest, int(global_step.numpy()), cfg.checkpoint_path)
     source = latest
   elif cfg.checkpoint_path:
-    source = checkpoints.restore_for_fine_tuning(
-        model, cfg.checkpoint_path, model_name=cfg.model_name, exclude_scopes=cfg.checkpoint_exclude_scopes,
-        ignore_missing_vars=cfg.ignore_missing_vars)
+    with errors.as_user_errors():
+      source = checkpoints.restore_for_fine_tuning(
+          model, cfg.checkpoint_path, model_name=cfg.model_name, exclude_scopes=cfg.checkpoint_exclude_scopes,
+          ignore_missing_vars=cfg.ignore_missing_vars)
     if ema_model is not None:
       ema_model.set_weights(model.get_weights())
     logging.warning("FINE-TUNING: initialized from --checkpoint_path=%s (excluded scopes: %s).",
@@ -327,21 +233,21 @@ def run(cfg):
 
   # ---------------- Run metadata ----------------
   start_step = int(global_step.numpy())
-  info_path = os.path.join(cfg.train_dir, "run_info.json")
-  previous = checkpoints.read_run_info(cfg.train_dir) if start_step > 0 else {}
-  run_info = _run_info(cfg, split, model, train_variables, num_replicas, max_steps, source)
+  previous = run_dir.read_run_info(cfg.train_dir) if start_step > 0 else {}
+  run_info = _run_info(cfg, split, model, trainer.train_variables, num_replicas, max_steps, source)
   # Time already spent by earlier (killed) processes of this run carries over.
   for k in ("timed_steps", "timed_secs", "train_wall_secs"):
     run_info[k] = previous.get(k, 0)
   if chief:
-    _write_flags(cfg)
-    fileio.write_json_atomic(info_path, run_info)
-    _log_hparams(cfg, num_replicas, summary_dir)
+    run_dir.write_flags(cfg.train_dir, vars(cfg))
+    run_dir.write_run_info(cfg.train_dir, run_info)
+    hparams.log_hparams(cfg.train_dir, _hparams(cfg, num_replicas), metrics=["accuracy", "total_loss"])
     if start_step == 0:
       _write_image_summary(writer, split, cfg)
 
   # ---------------- Train loop ----------------
-  trainer.train_dataset = make_dataset(start_step)
+  trainer.train_dataset = strategy.distribute_datasets_from_function(
+      make_dataset_fn(cfg, split, start_step, num_classes))
   logging.info("Training %s on %s/%s (%d examples, %d classes) for %d steps, global batch %d over %d replica(s).",
                cfg.model_name, cfg.dataset_name, cfg.dataset_split_name, split.num_samples, num_classes,
                max_steps, cfg.batch_size, num_replicas)
@@ -366,49 +272,29 @@ def run(cfg):
       "gflops": _gflops(cfg, model),
   })
   if chief:
-    fileio.write_json_atomic(info_path, run_info)
+    run_dir.write_run_info(cfg.train_dir, run_info)
   else:
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    fileio.rmtree(ckpt_dir)
   logging.info("Finished at step %d.%s", run_info["final_step"],
                f" Checkpoints in {cfg.train_dir}." if chief else "")
   return run_info
 
 
-class _TimeBasedSaver:
-  """Orbit action: saves a checkpoint when --save_interval_secs have passed since the last save."""
-
-  def __init__(self, manager, global_step, interval_secs):
-    self.manager, self.global_step, self.interval = manager, global_step, interval_secs
-    self.last = time.time()
-
-  def __call__(self, unused_output):
-    if self.interval and time.time() - self.last >= self.interval:
-      self.manager.save(checkpoint_number=self.global_step.numpy(), check_interval=False)
-      self.last = time.time()
-
-
-class _SummaryAction:
-  """Orbit action: TensorBoard scalars every --save_summaries_steps, a console line every loop."""
-
-  def __init__(self, trainer, writer, cfg, max_steps):
-    self.trainer, self.writer, self.cfg, self.max_steps = trainer, writer, cfg, max_steps
-    self.global_step = trainer.global_step
-    self.last_summary_step = -1
-
-  def __call__(self, unused_output):
-    output = self.trainer.last_metrics
-    step = int(self.global_step.numpy())
-    if step // self.cfg.save_summaries_steps != self.last_summary_step // self.cfg.save_summaries_steps \
-        or step == self.max_steps:
-      with self.writer.as_default(step=step):
-        for k, v in output.items():
-          tf.summary.scalar(k, v)
-      self.last_summary_step = step
-    ips = output.get("images_per_sec")
-    eta = (self.max_steps - step) * output["sec_per_step"] if "sec_per_step" in output else None
-    logging.info("step %d/%d | loss %.4f | lr %.3g | %s | ETA %s", step, self.max_steps, output["total_loss"],
-                 output["learning_rate"], f"{ips:.1f} img/s" if ips else "compiling",
-                 time.strftime("%H:%M:%S", time.gmtime(eta)) if eta is not None else "?")
+def warn_about_image_sizes(cfg, sizes):
+  """Warnings that teach, from the converter's size summary: heavy upsampling, crops below a few pixels."""
+  if not sizes:
+    return
+  median_side = min(sizes["height"]["median"], sizes["width"]["median"])
+  if cfg.train_image_size > 2 * median_side:
+    logging.warning("--train_image_size=%d is more than twice the median image side (%d px): images are heavily "
+                    "upsampled. Train at a size near %d (--train_image_size) for the same accuracy in less time.",
+                    cfg.train_image_size, median_side, median_side)
+  min_area = preprocessing.crop_area_range(cfg)[0] if cfg.preprocessing_name == "inception" else None
+  if min_area is not None and math.sqrt(min_area) * median_side < preprocessing.MIN_CROP_SOURCE_PX:
+    logging.warning("The inception crop may keep only %.0f%% of an image's area, about %.0f px of a median "
+                    "%d px side: too little to recognize anything. Raise the minimum, e.g. "
+                    "--crop_area_range=0.25,1.0, or use --preprocessing_name=cifarnet for small images.",
+                    100 * min_area, math.sqrt(min_area) * median_side, median_side)
 
 
 def _write_image_summary(writer, split, cfg):
@@ -420,20 +306,6 @@ def _write_image_summary(writer, split, cfg):
   with writer.as_default(step=0):
     tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),
                      max_outputs=NUM_SUMMARY_IMAGES)
-
-
-def _write_flags(cfg):
-  lines = []
-  for k, v in sorted(vars(cfg).items()):
-    if v is None:
-      continue
-    if isinstance(v, (list, tuple)):
-      v = ",".join(map(str, v))
-    if isinstance(v, bool):
-      lines.append(f"--{k}" if v else f"--no{k}")
-    else:
-      lines.append(f"--{k}={v}")
-  fileio.write_text_atomic(os.path.join(cfg.train_dir, "flags.txt"), "\n".join(lines) + "\n")
 
 
 def _hparams(cfg, num_replicas):
@@ -448,14 +320,10 @@ def _hparams(cfg, num_replicas):
   }
 
 
-def _log_hparams(cfg, num_replicas, summary_dir):
-  hparams.log_hparams(os.path.dirname(summary_dir), _hparams(cfg, num_replicas),
-                      metrics=["accuracy", "total_loss"])
-
-
 def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, source):
   return {
       "model_name": nets.get_spec(cfg.model_name).name, "dataset_name": cfg.dataset_name,
+      "dataset_dir": cfg.dataset_dir,
       "dataset_split_name": cfg.dataset_split_name, "num_examples": split.num_samples,
       "num_classes": split.num_classes, "image_size": cfg.train_image_size,
       "preprocessing_name": cfg.preprocessing_name, "batch_size": cfg.batch_size,

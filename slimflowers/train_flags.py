@@ -1,8 +1,17 @@
 """The training flags: TF-Slim's names and defaults, defined in exactly one place.
 
+    train_flags.define_flags()
+    cfg = train_flags.from_flags()                       # after absl parsed the command line
+    cfg = train_flags.config(model_name="cifarnet")      # the defaults with overrides (tests, benches)
+
 A flag left unset (None) means "the net's or the dataset's default": the
-resolved values are written to TRAIN_DIR/flags.txt.
+resolved values are written to TRAIN_DIR/flags.txt. The set of flags that
+describe a run is whatever this module defines (`flag_names()`): nothing to
+keep in sync by hand.
 """
+import sys
+import types
+
 from absl import flags
 
 from slimflowers import devices
@@ -13,13 +22,16 @@ from slimflowers import preprocessing
 
 def define_flags():
   """Defines the trainer's flags on absl's global FLAGS (idempotent per process)."""
+  if "train_dir" in flags.FLAGS:
+    return
   # Run.
   flags.DEFINE_string("train_dir", None, "Where checkpoints, summaries, flags.txt and run_info.json go.")
   flags.DEFINE_string("dataset_name", "synthetic_flowers", "Dataset name (see datasets.list_datasets()).")
   flags.DEFINE_string("dataset_dir", None, "Directory written by download_and_convert_data.py.")
   flags.DEFINE_string("dataset_split_name", "train", "Split to train on.")
   flags.DEFINE_string("model_name", "inception_v3", "Network name or alias (python -m nets lists them).")
-  flags.DEFINE_string("preprocessing_name", None, "inception or vgg; default: the net's.")
+  flags.DEFINE_enum("preprocessing_name", None, preprocessing.PREPROCESSING_NAMES,
+                    "TF-Slim's preprocessing_factory recipe; default: the net's.")
   flags.DEFINE_integer("train_image_size", None, "Training image size; default: the net's.")
   flags.DEFINE_integer("batch_size", 32, "Global batch size (split over all replicas).")
   flags.DEFINE_integer("max_number_of_steps", None, "Train until this global step.")
@@ -79,14 +91,23 @@ def define_flags():
   flags.DEFINE_bool("ignore_missing_vars", False, "Leave variables missing from --checkpoint_path at init.")
 
 
-# The flags that describe a run: written to flags.txt (resolved) and used for HParams.
-RUN_FLAGS = (
-    "train_dir", "dataset_name", "dataset_dir", "dataset_split_name", "model_name", "preprocessing_name",
-    "train_image_size", "batch_size", "max_number_of_steps", "num_epochs", "log_every_n_steps",
-    "save_interval_steps", "save_interval_secs", "max_checkpoints_to_keep", "save_summaries_steps", "seed",
-    "optimizer", "momentum", "rmsprop_decay", "rmsprop_momentum", "opt_epsilon", "adam_beta1", "adam_beta2",
-    "adamw_weight_decay", "learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor",
-    "num_epochs_per_decay", "end_learning_rate", "warmup_epochs", "weight_decay", "label_smoothing",
-    "moving_average_decay", "clip_gradient_norm", "augment", "color_distortion", "mixup_alpha", "cutmix_alpha", "random_erasing",
-    "aux_logits", "dropout_rate", "batch_norm_momentum", "batch_norm_epsilon", "num_gpus", "num_cpu_replicas", "precision", "jit_compile", "steps_per_loop",
-    "checkpoint_path", "checkpoint_exclude_scopes", "trainable_scopes", "ignore_missing_vars")
+def flag_names():
+  """Every flag define_flags() defines, in definition order (they describe a run: flags.txt, HParams)."""
+  define_flags()
+  return [f.name for f in flags.FLAGS.get_flags_for_module(sys.modules[__name__])]
+
+
+def from_flags():
+  """The parsed values of every training flag, as a namespace."""
+  return types.SimpleNamespace(**{name: flags.FLAGS[name].value for name in flag_names()})
+
+
+def config(**overrides):
+  """The flags' defaults with `overrides`, as a namespace (no command line needed); unknown names raise."""
+  names = flag_names()
+  unknown = sorted(set(overrides) - set(names))
+  if unknown:
+    raise ValueError(f"Unknown training flag(s) {unknown}; see slimflowers/train_flags.py.")
+  values = {name: flags.FLAGS[name].default for name in names}
+  values.update(overrides)
+  return types.SimpleNamespace(**values)

@@ -20,6 +20,7 @@ from datasets import dataset_utils
 from datasets import flowers
 from datasets import flowers17
 from datasets import flowers102
+from datasets import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +55,7 @@ def _records(dataset_dir, split_name, name):
   split = datasets.get_split(name, split_name, dataset_dir)
   out = []
   for serialized in tf.data.TFRecordDataset(split.filenames):
-    f = dataset_utils.parse_example(serialized)
+    f = records.parse_example(serialized)
     out.append({k: v.numpy() for k, v in f.items()})
   return split, out
 

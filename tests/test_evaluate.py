@@ -18,8 +18,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from slimflowers import checkpoints
+from slimflowers import eval_outputs
+from slimflowers import eval_watch
 from slimflowers import evaluate
+from slimflowers import exact_eval
 from slimflowers import fileio
+from slimflowers import metrics
+from slimflowers import run_dir
 
 NUM_CLASSES = 5
 SPLIT = 30
@@ -99,7 +105,7 @@ def make_evaluator(batch_size=8):
   strategy = tf.distribute.MirroredStrategy(["/cpu:0"], cross_device_ops=tf.distribute.ReductionToOneDevice())
   with strategy.scope():
     model = make_model()
-  return evaluate.ExactEvaluator(model, padded_batches(*split_data(), batch_size), strategy,
+  return exact_eval.ExactEvaluator(model, padded_batches(*split_data(), batch_size), strategy,
                                  num_classes=NUM_CLASSES, global_batch_size=batch_size, expected_examples=SPLIT)
 
 
@@ -110,16 +116,16 @@ def evaluator():
 
 def continuous(train_dir, evaluator, eval_dir, **kwargs):
   """The library's continuous loop wired like evaluate.run does; returns (steps evaluated, Outputs)."""
-  outputs = evaluate.Outputs(eval_dir)
+  outputs = eval_outputs.Outputs(eval_dir)
 
   def evaluate_fn(prefix):
-    result, _ = evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
+    result, _ = exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
     return result["step"]
 
   kwargs.setdefault("eval_interval_secs", 0.05)
   kwargs.setdefault("eval_timeout_secs", 30)
   try:
-    steps = evaluate.run_continuous(train_dir, evaluate_fn, done_steps=outputs.done_steps, **kwargs)
+    steps = eval_watch.run_continuous(train_dir, evaluate_fn, done_steps=outputs.done_steps, **kwargs)
   finally:
     outputs.close()
   return steps, outputs
@@ -137,7 +143,7 @@ def event_scalars(eval_dir):
 
 
 def steps_in(eval_dir):
-  return [r["step"] for r in evaluate.read_results(eval_dir)]
+  return [r["step"] for r in run_dir.read_results(eval_dir)]
 
 
 # --- finding and restoring checkpoints ----------------------------------------
@@ -146,36 +152,36 @@ def test_resolve_checkpoint(tmp_path):
   trainer = FakeTrainer(str(tmp_path / "train"))
   first = trainer.save(10, "zeros")
   last = trainer.save(20, "oracle")
-  assert evaluate.resolve_checkpoint(str(tmp_path / "train")) == last
-  assert evaluate.resolve_checkpoint(first) == first
-  assert evaluate.resolve_checkpoint(first + ".index") == first
-  assert evaluate.list_checkpoints(str(tmp_path / "train")) == [first, last]
+  assert checkpoints.resolve_checkpoint(str(tmp_path / "train")) == last
+  assert checkpoints.resolve_checkpoint(first) == first
+  assert checkpoints.resolve_checkpoint(first + ".index") == first
+  assert checkpoints.list_checkpoints(str(tmp_path / "train")) == [first, last]
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="without checkpoints.*--continuous"):
-    evaluate.resolve_checkpoint(str(tmp_path / "empty"))
+    checkpoints.resolve_checkpoint(str(tmp_path / "empty"))
   with pytest.raises(FileNotFoundError, match="ckpt-99"):
-    evaluate.resolve_checkpoint(str(tmp_path / "train" / "ckpt-99"))
-  assert evaluate.read_global_step(last) == 20
+    checkpoints.resolve_checkpoint(str(tmp_path / "train" / "ckpt-99"))
+  assert checkpoints.read_global_step(last) == 20
 
 
 def test_evaluate_once_writes_results_summaries_and_best(tmp_path, evaluator, capsys):
   trainer = FakeTrainer(str(tmp_path / "train"))
   prefix = trainer.save(7, "oracle")
   eval_dir = str(tmp_path / "train" / "eval_validation")
-  outputs = evaluate.Outputs(eval_dir)
-  result, confusion = evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
+  outputs = eval_outputs.Outputs(eval_dir)
+  result, confusion = exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
   outputs.close()
-  assert set(evaluate.RESULT_KEYS) <= set(result)
+  assert set(exact_eval.RESULT_KEYS) <= set(result)
   assert (result["step"], result["checkpoint"], result["num_examples"]) == (7, prefix, SPLIT)
   assert result["accuracy"] == 1.0 and result["mean_per_class_accuracy"] == 1.0
   np.testing.assert_array_equal(confusion, np.eye(NUM_CLASSES) * (SPLIT // NUM_CLASSES))
   # results.jsonl holds the same record; the console printed it.
-  (line,) = evaluate.read_results(eval_dir)
-  assert {k: line[k] for k in evaluate.RESULT_KEYS} == {k: result[k] for k in evaluate.RESULT_KEYS}
+  (line,) = run_dir.read_results(eval_dir)
+  assert {k: line[k] for k in exact_eval.RESULT_KEYS} == {k: result[k] for k in exact_eval.RESULT_KEYS}
   assert "step 7: accuracy=1.0000" in capsys.readouterr().out
   # TensorBoard: the four scalars and the confusion-matrix image, at the checkpoint's step.
   scalars = event_scalars(eval_dir)
-  for key in evaluate.SCALAR_KEYS:
+  for key in metrics.EVAL_METRICS:
     assert scalars[key] == {7: pytest.approx(result[key])}
   assert set(scalars["confusion_matrix"]) == {7}
   # best/ is a restorable copy (not a link to train_dir) with best.json.
@@ -186,7 +192,7 @@ def test_evaluate_once_writes_results_summaries_and_best(tmp_path, evaluator, ca
   copied = tf.train.latest_checkpoint(best_dir)
   assert os.path.dirname(copied) == best_dir and not os.path.islink(copied + ".index")
   model = make_model()
-  assert evaluate.restore(model, copied) == 7
+  assert exact_eval.restore(model, copied) == 7
   np.testing.assert_array_equal(model.get_layer("logits").kernel.numpy(), kernel("oracle"))
   # The evaluator wrote nothing into train_dir except its eval_dir.
   assert sorted(os.listdir(tmp_path / "train")) == sorted(
@@ -196,12 +202,12 @@ def test_evaluate_once_writes_results_summaries_and_best(tmp_path, evaluator, ca
 def test_use_ema_restores_the_moving_averages(tmp_path, evaluator):
   trainer = FakeTrainer(str(tmp_path / "ema"), ema=True)
   prefix = trainer.save(5, "shifted", ema_kind="oracle")
-  plain, _ = evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation")
-  ema, _ = evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation", use_ema=True)
+  plain, _ = exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation")
+  ema, _ = exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation", use_ema=True)
   assert (plain["accuracy"], ema["accuracy"]) == (0.0, 1.0)
   no_ema = FakeTrainer(str(tmp_path / "plain")).save(5, "oracle")
   with pytest.raises(ValueError, match="did not use --moving_average_decay"):
-    evaluate.evaluate_checkpoint(no_ema, evaluator, split_name="validation", use_ema=True)
+    exact_eval.evaluate_checkpoint(no_ema, evaluator, split_name="validation", use_ema=True)
 
 
 def test_wrong_model_is_a_clear_error(tmp_path, evaluator):
@@ -210,15 +216,15 @@ def test_wrong_model_is_a_clear_error(tmp_path, evaluator):
   prefix = tf.train.Checkpoint(global_step=tf.Variable(1, dtype=tf.int64), model=other).write(
       str(tmp_path / "ckpt-1"))
   with pytest.raises(ValueError, match="--model_name"):
-    evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation")
+    exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation")
 
 
 def test_predictions_print_true_and_predicted_labels(tmp_path, evaluator):
   prefix = FakeTrainer(str(tmp_path)).save(1, "shifted")
-  evaluate.restore(evaluator.model, prefix)
-  found = evaluate.predictions(evaluator.model, evaluator.dataset, 3)
+  exact_eval.restore(evaluator.model, prefix)
+  found = exact_eval.predictions(evaluator.model, evaluator.dataset, 3)
   assert [(f, t, p) for f, t, p, _ in found] == [("img0.jpg", 0, 1), ("img1.jpg", 1, 2), ("img2.jpg", 2, 3)]
-  text = evaluate.format_predictions(found, {0: "daisy", 1: "dandelion", 2: "roses", 3: "sunflowers"})
+  text = exact_eval.format_predictions(found, {0: "daisy", 1: "dandelion", 2: "roses", 3: "sunflowers"})
   assert text.splitlines()[0].startswith("img0.jpg true=daisy pred=dandelion (p=0.9")
 
 
@@ -227,22 +233,22 @@ def test_predictions_print_true_and_predicted_labels(tmp_path, evaluator):
 def test_best_keeps_earliest_on_ties_survives_restart_and_rotation(tmp_path, evaluator):
   train_dir, eval_dir = str(tmp_path / "train"), str(tmp_path / "eval")
   trainer = FakeTrainer(train_dir)
-  outputs = evaluate.Outputs(eval_dir)
+  outputs = eval_outputs.Outputs(eval_dir)
   for step, kind in [(1, "zeros"), (2, "oracle"), (3, "oracle"), (4, "shifted")]:
-    evaluate.evaluate_checkpoint(trainer.save(step, kind), evaluator, split_name="validation", outputs=outputs)
+    exact_eval.evaluate_checkpoint(trainer.save(step, kind), evaluator, split_name="validation", outputs=outputs)
   outputs.close()
   assert outputs.best["step"] == 2
   # Restarted: best.json is read back, a worse checkpoint does not replace it.
-  outputs = evaluate.Outputs(eval_dir)
+  outputs = eval_outputs.Outputs(eval_dir)
   assert outputs.best["step"] == 2 and outputs.done_steps == {1, 2, 3, 4}
-  evaluate.evaluate_checkpoint(trainer.save(5, "zeros"), evaluator, split_name="validation", outputs=outputs)
-  assert evaluate.resolve_checkpoint(os.path.join(eval_dir, "best")).endswith("ckpt-2")
+  exact_eval.evaluate_checkpoint(trainer.save(5, "zeros"), evaluator, split_name="validation", outputs=outputs)
+  assert checkpoints.resolve_checkpoint(os.path.join(eval_dir, "best")).endswith("ckpt-2")
   # A better checkpoint rotated away before the copy: the evaluated weights are kept instead.
   trainer.save(6, "random")
   prefix = trainer.save(7, "random")
-  evaluate.restore(evaluator.model, prefix)
+  exact_eval.restore(evaluator.model, prefix)
   evaluator.model.get_layer("logits").kernel.assign(kernel("oracle"))
-  for path in evaluate.checkpoint_files(prefix):
+  for path in checkpoints.checkpoint_files(prefix):
     os.remove(path)
   outputs.best["metrics"]["accuracy"] = 0.5  # pretend the old best was worse
   result = {"step": 7, "checkpoint": prefix, "split": "validation", "num_examples": SPLIT, "accuracy": 0.9,
@@ -252,7 +258,7 @@ def test_best_keeps_earliest_on_ties_survives_restart_and_rotation(tmp_path, eva
   with open(os.path.join(eval_dir, "best", "best.json")) as f:
     assert json.load(f)["copied_from"].startswith("evaluated weights")
   model = make_model()
-  assert evaluate.restore(model, evaluate.resolve_checkpoint(os.path.join(eval_dir, "best"))) == 7
+  assert exact_eval.restore(model, checkpoints.resolve_checkpoint(os.path.join(eval_dir, "best"))) == 7
   np.testing.assert_array_equal(model.get_layer("logits").kernel.numpy(), kernel("oracle"))
   assert not glob.glob(os.path.join(eval_dir, "best.*tmp*")) and not glob.glob(os.path.join(eval_dir, "best.old*"))
 
@@ -287,7 +293,7 @@ def test_continuous_beside_a_trainer_then_restart(tmp_path, evaluator):
   assert not errors
   assert time.time() - start < 30, "the evaluator should exit on its own after the final step"
   assert steps == [10, 20, 30, 40] == steps_in(eval_dir)
-  accuracies = [r["accuracy"] for r in evaluate.read_results(eval_dir)]
+  accuracies = [r["accuracy"] for r in run_dir.read_results(eval_dir)]
   assert accuracies == [EXPECTED_ACCURACY[k] for _, k in plan]
   scalars = event_scalars(eval_dir)
   assert scalars["accuracy"] == pytest.approx({10: 0.2, 20: 1.0, 30: 0.0, 40: 0.2})
@@ -327,18 +333,18 @@ def test_vanished_half_written_and_corrupt_checkpoints_are_skipped(tmp_path, eva
   os.remove(half + ".data-00000-of-00001")  # index without data
   with open(corrupt + ".index", "wb") as f:
     f.write(b"not a checkpoint index")
-  outputs = evaluate.Outputs(eval_dir)
+  outputs = eval_outputs.Outputs(eval_dir)
   calls = []
 
   def evaluate_fn(prefix):
     calls.append(os.path.basename(prefix))
     if prefix == rotated:  # rotated away between listing and reading
-      for path in evaluate.checkpoint_files(prefix):
+      for path in checkpoints.checkpoint_files(prefix):
         os.remove(path)
-    result, _ = evaluate.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
+    result, _ = exact_eval.evaluate_checkpoint(prefix, evaluator, split_name="validation", outputs=outputs)
     return result["step"]
 
-  steps = evaluate.run_continuous(train_dir, evaluate_fn, eval_interval_secs=0.05, eval_timeout_secs=0.5)
+  steps = eval_watch.run_continuous(train_dir, evaluate_fn, eval_interval_secs=0.05, eval_timeout_secs=0.5)
   outputs.close()
   assert steps == [10] and steps_in(eval_dir) == [10]
   assert calls == ["ckpt-40", "ckpt-10"]
@@ -413,7 +419,7 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
   proc = subprocess.run(_eval_cmd(train_dir, real_data, "--num_cpu_replicas=2", "--batch_size=4",
                                   "--print_predictions=3"), capture_output=True, text=True, cwd=ROOT, timeout=180)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  (result,) = evaluate.read_results(str(train_dir / "eval_validation"))
+  (result,) = run_dir.read_results(str(train_dir / "eval_validation"))
   assert result["step"] == 3 and result["num_examples"] == split.num_samples == reference["num_examples"]
   for key in ("accuracy", "top_5_accuracy", "mean_per_class_accuracy"):
     assert result[key] == pytest.approx(reference[key], abs=1e-12), key
@@ -421,7 +427,7 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
   assert "eval validation step 3: accuracy=" in proc.stdout
   predictions = [line for line in proc.stdout.splitlines() if " pred=" in line]
   assert len(predictions) == 3 and all("true=" in line and "(p=" in line for line in predictions)
-  first_files = [datasets.dataset_utils.parse_example(r)["image/filename"].numpy().decode()
+  first_files = [datasets.records.parse_example(r)["image/filename"].numpy().decode()
                  for r in tf.data.TFRecordDataset(split.filenames).take(3)]
   assert [line.split()[0] for line in predictions] == first_files
   names = set(split.labels_to_names.values())
@@ -454,10 +460,10 @@ def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
   eval_dir = train_dir / "eval_validation"
   max_steps = 240
   log = tmp_path / "eval.log"
-  with open(log, "w") as log_file:
+  with open(log, "w") as log_file:  # the project's lines (stdout) and the rest (stderr), as a user's terminal
     evaluator = subprocess.Popen(
         _eval_cmd(train_dir, real_data, "--continuous", "--eval_interval_secs=0.2", "--eval_timeout_secs=240",
-                  "--batch_size=4"), cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file, text=True)
+                  "--batch_size=4"), cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True)
   # The trainer starts once the evaluator watches (it waits for train_dir to appear), so the
   # evaluator is there for the early checkpoints even on a fast machine.
   deadline = time.time() + 120
@@ -472,7 +478,8 @@ def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert trainer.returncode == 0, trainer.stderr[-4000:]
   try:
-    out, _ = evaluator.communicate(timeout=120)
+    evaluator.communicate(timeout=120)
+    out = log.read_text()
   except subprocess.TimeoutExpired:
     evaluator.kill()
     evaluator.communicate()
@@ -480,14 +487,14 @@ def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
   assert evaluator.returncode == 0, log.read_text()[-4000:]
   steps = steps_in(str(eval_dir))
   assert steps[-1] == max_steps and len(steps) >= 2 and steps == sorted(set(steps)), steps
-  written = {evaluate.read_global_step(p) for p in evaluate.list_checkpoints(str(train_dir))}
+  written = {checkpoints.read_global_step(p) for p in checkpoints.list_checkpoints(str(train_dir))}
   assert set(steps) <= written, (steps, written)
   scalars = event_scalars(str(eval_dir))
-  for key in evaluate.SCALAR_KEYS + ("confusion_matrix",):
+  for key in metrics.EVAL_METRICS + ("confusion_matrix",):
     assert set(scalars[key]) == set(steps), key
   with open(eval_dir / "best" / "best.json") as f:
     best = json.load(f)
-  accuracies = {r["step"]: r["accuracy"] for r in evaluate.read_results(str(eval_dir))}
+  accuracies = {r["step"]: r["accuracy"] for r in run_dir.read_results(str(eval_dir))}
   assert best["metrics"]["accuracy"] == max(accuracies.values())
   assert best["step"] == min(s for s, a in accuracies.items() if a == best["metrics"]["accuracy"])
   assert f"step {max_steps}: accuracy=" in out

@@ -114,7 +114,7 @@ def test_randaugment_and_random_erasing_run(splits):
 def _eval_reference(split, name):
   out = []
   for s in tf.data.TFRecordDataset(split.filenames):
-    f = datasets.dataset_utils.parse_example(s)
+    f = datasets.records.parse_example(s)
     out.append((preprocessing.preprocess_eval(f["image/encoded"], SIZE, name).numpy(),
                 int(f["image/class/label"])))
   return out
@@ -261,7 +261,7 @@ def test_train_color_distortion_modes_share_crop_and_flip():
 
 def test_eval_with_filenames_names_every_real_example_in_file_order(splits):
   _, validation = splits
-  expected = [datasets.dataset_utils.parse_example(r)["image/filename"].numpy()
+  expected = [datasets.records.parse_example(r)["image/filename"].numpy()
               for r in tf.data.TFRecordDataset(validation.filenames)]
   assert len(set(expected)) == NUM_VALIDATION and all(expected)
   batches = list(input_pipeline.eval_dataset(validation, batch_size=4, image_size=SIZE,

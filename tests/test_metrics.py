@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import evaluate
+from slimflowers import exact_eval
 from slimflowers import metrics
 
 SPLIT_SIZE = 23  # prime: no batch size > 1 divides it
@@ -57,9 +57,9 @@ def run_cases(strategy, cases):
     with strategy.scope():
       model = tiny_model(num_classes)
     reference = metrics.numpy_metrics(model.predict(images, batch_size=SPLIT_SIZE, verbose=0), labels)
-    got = evaluate.evaluate_model(model, padded_batches(images, labels, batch_size), strategy,
-                                  num_classes=num_classes, global_batch_size=batch_size,
-                                  expected_examples=SPLIT_SIZE)
+    got = exact_eval.ExactEvaluator(model, padded_batches(images, labels, batch_size), strategy,
+                                    num_classes=num_classes, global_batch_size=batch_size,
+                                    expected_examples=SPLIT_SIZE).evaluate()
     out.append((_jsonable(got), _jsonable(reference)))
   return out
 
@@ -155,7 +155,7 @@ def _two_replica_main():
   strategy = devices.create_strategy(num_gpus=0, num_cpu_replicas=2)
   cases = run_cases(strategy, [(7, 4), (7, 6), (7, 46), (3, 4)])
   try:
-    evaluate.ExactEvaluator(tiny_model(3), padded_batches(*tiny_split(3), 5), strategy, num_classes=3,
+    exact_eval.ExactEvaluator(tiny_model(3), padded_batches(*tiny_split(3), 5), strategy, num_classes=3,
                             global_batch_size=5)
     error = "no error"
   except ValueError as e:

@@ -61,6 +61,8 @@ def _free_ports(n):
 def _start(train_dir, dataset_dir, log_path, *extra, env=None):
   cmd = [sys.executable, SCRIPT, f"--train_dir={train_dir}", f"--dataset_dir={dataset_dir}", *FLAGS, *extra]
   # Logs go to files, not pipes: a full pipe would block a worker and, through the collectives, both.
+  # Verbose: the test reads Orbit's own "saved checkpoint to" lines, which a quiet console drops.
+  env = dict(env if env is not None else os.environ, SLIMFLOWERS_VERBOSE="1")
   with open(log_path, "w") as log:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 

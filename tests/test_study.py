@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from slimflowers import children
 from slimflowers import study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,26 +29,31 @@ def _py(code):
 def test_child_output_is_prefixed_and_logged(tmp_path):
   out = io.StringIO()
   log = str(tmp_path / "m" / "train.log")
-  child = study.start_child("m train", _py("print('step 1'); print('step 2')"), log, out)
-  study.run_children("m", [child])
+  supervisor = children.Supervisor(out, echo_stderr=False)
+  child = supervisor.start("m train", _py("import sys; print('step 1'); print('noise', file=sys.stderr); "
+                                          "print('step 2')"), log)
+  supervisor.wait("m", [child])
   assert "[m train] step 1\n[m train] step 2\n" in out.getvalue()
+  assert "noise" not in out.getvalue()  # stderr (other libraries' detail) goes to the log only
   with open(log) as f:
     text = f.read()
-  assert "step 1\nstep 2\n" in text and "=====" in text  # a header line per start, then the raw output
+  assert "step 1\n" in text and "step 2\n" in text and "noise\n" in text and "=====" in text  # header, then all
 
 
 def test_failing_child_stops_the_others_and_names_command_and_log(tmp_path):
   out = io.StringIO()
-  sleeper = study.start_child("m eval", _py("import time; time.sleep(60)"), str(tmp_path / "eval.log"), out)
-  failing = study.start_child("m train", _py("import sys; print('boom'); sys.exit(3)"), str(tmp_path / "train.log"),
-                              out)
+  supervisor = children.Supervisor(out)
+  sleeper = supervisor.start("m eval", _py("import time; time.sleep(60)"), str(tmp_path / "eval.log"))
+  failing = supervisor.start("m train", _py("import sys; print('boom'); print('the cause', file=sys.stderr); "
+                                            "sys.exit(3)"), str(tmp_path / "train.log"))
   start = time.monotonic()
-  with pytest.raises(study.StudyError) as e:
-    study.run_children("m", [failing, sleeper])
+  with pytest.raises(children.ChildFailed) as e:
+    supervisor.wait("m", [failing, sleeper])
   assert time.monotonic() - start < 30
   message = str(e.value)
   assert "m: m train failed with exit code 3" in message
   assert "sys.exit(3)" in message and str(tmp_path / "train.log") in message
+  assert "the cause" in message  # the child's last stderr lines
   assert sleeper.proc.poll() is not None  # the evaluator was stopped too
 
 
@@ -56,14 +62,15 @@ def test_sigint_stops_trainer_and_evaluator(tmp_path):
   pids = tmp_path / "pids"
   driver = f"""
       import sys, time
-      from slimflowers import fileio, study
+      from slimflowers import children, fileio
+      supervisor = children.Supervisor()
       try:
-        with study.StopOnSignals(sys.stdout):  # handlers first, then the pids file the test waits for
-          kids = [study.start_child(n, [sys.executable, "-c", "import time; time.sleep(120)"],
-                                    {str(tmp_path)!r} + "/" + n + ".log") for n in ("train", "eval")]
+        with children.StopOnSignals(supervisor.say):  # handlers first, then the pids file the test waits for
+          kids = [supervisor.start(n, [sys.executable, "-c", "import time; time.sleep(120)"],
+                                   {str(tmp_path)!r} + "/" + n + ".log") for n in ("train", "eval")]
           fileio.write_text_atomic({str(pids)!r}, " ".join(str(k.proc.pid) for k in kids))
-          study.run_children("m", kids)
-      except study.Interrupted as e:
+          supervisor.wait("m", kids)
+      except children.Interrupted as e:
         sys.exit(128 + e.signum)
   """
   proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -88,8 +95,8 @@ def test_study_owned_flags_are_refused():
   assert "--train_dir is set by the study" in result.stderr + result.stdout
 
 
-def _fake_finished_run(run, *, final, best):
-  """A run directory as trainer and evaluators leave it, for `final` steps with the best validation at `best`."""
+def _fake_finished_run(run, *, final, best, test_best_done=True):
+  """A run directory as trainer and evaluator leave it, for `final` steps with the best validation at `best`."""
   (run / "eval_validation" / "best").mkdir(parents=True)
   (run / "run_info.json").write_text(json.dumps({"model_name": "cifarnet", "finished": True, "final_step": final,
                                                  "max_steps": final}))
@@ -100,27 +107,44 @@ def _fake_finished_run(run, *, final, best):
   (run / "eval_validation" / "best" / "best.json").write_text(json.dumps({"step": best, "metrics": {}}))
   (run / "eval_test").mkdir()
   (run / "eval_test" / "results.jsonl").write_text(json.dumps({**row, "step": final, "split": "test"}) + "\n")
+  if test_best_done:
+    (run / "eval_test_best").mkdir()
+    (run / "eval_test_best" / "results.jsonl").write_text(json.dumps({**row, "step": best, "split": "test"}) + "\n")
 
 
-def test_done_work_is_skipped_and_best_equal_to_final_reuses_the_test_result(tmp_path):
+def _recording_python(tmp_path):
+  """A stand-in for the Python interpreter that records each command line and does nothing else."""
+  log = tmp_path / "commands.txt"
+  script = tmp_path / "fake_python"
+  script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+  script.chmod(0o755)
+  return str(script), log
+
+
+def test_done_work_is_skipped(tmp_path):
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
                           python="/nonexistent/python")  # any process start would fail
-  _fake_finished_run(tmp_path / "cifarnet", final=6, best=6)
+  _fake_finished_run(tmp_path / "cifarnet", final=6, best=3)
   out = io.StringIO()
-  study.run_model(cfg, "cifarnet", has_test=True, out=out)
+  study.run_model(cfg, "cifarnet", has_test=True, supervisor=children.Supervisor(out))
   assert "training already finished at step 6" in out.getvalue()
-  assert "its test result is reused" in out.getvalue()
-  (reused,) = _jsonl(tmp_path / "cifarnet" / "eval_test_best" / "results.jsonl")
-  assert reused["step"] == 6 and reused["split"] == "test" and reused["copied_from"].endswith("results.jsonl")
-  assert reused["checkpoint"] == str(tmp_path / "cifarnet" / "eval_validation" / "best")
+  assert "every evaluation is done" in out.getvalue()
 
 
-def test_unfinished_evaluation_is_resumed(tmp_path):
+def test_unfinished_evaluation_is_resumed_by_one_evaluator_and_no_trainer(tmp_path):
+  python, commands = _recording_python(tmp_path)
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
-                          python="/nonexistent/python")
-  _fake_finished_run(tmp_path / "cifarnet", final=6, best=3)  # best (3) != final: needs its own test pass
-  with pytest.raises(FileNotFoundError, match="/nonexistent/python"):
-    study.run_model(cfg, "cifarnet", has_test=True, out=io.StringIO())
+                          python=python)
+  # The best checkpoint (step 3) is not evaluated on the test split yet; everything else is.
+  _fake_finished_run(tmp_path / "cifarnet", final=6, best=3, test_best_done=False)
+  out = io.StringIO()
+  with pytest.raises(study.StudyError, match=r"without evaluating test best \(step 3\)"):
+    study.run_model(cfg, "cifarnet", has_test=True, supervisor=children.Supervisor(out))
+  assert "evaluating test best (step 3)" in out.getvalue()
+  (command,) = commands.read_text().splitlines()  # one process started, and it is the evaluator
+  assert command.startswith(study.EVAL_SCRIPT) and study.TRAIN_SCRIPT not in command
+  assert f"--checkpoint_path={tmp_path / 'cifarnet'}" in command.split()
+  assert "--final_eval_splits=test" in command.split() and "--continuous" in command.split()
 
 
 # ----------------------------------------------------------------------------- End to end, real scripts
@@ -185,10 +209,10 @@ def test_study_end_to_end(tmp_path):
                           max_number_of_steps=6, python="/nonexistent/python")
   out = io.StringIO()
   for model in MODELS:
-    study.run_model(cfg, model, has_test=True, out=out)
+    study.run_model(cfg, model, has_test=True, supervisor=children.Supervisor(out))
     assert f"{model}: training already finished at step 6" in out.getvalue()
-    assert f"{model}: final checkpoint (step 6) already evaluated on the test split" in out.getvalue()
+    assert f"{model}: every evaluation is done" in out.getvalue()
   # ... and asking for more steps trains further (here: tries to start the trainer).
   cfg.max_number_of_steps = 8
   with pytest.raises(FileNotFoundError, match="/nonexistent/python"):
-    study.run_model(cfg, MODELS[0], has_test=True, out=out)
+    study.run_model(cfg, MODELS[0], has_test=True, supervisor=children.Supervisor(out))

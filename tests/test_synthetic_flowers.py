@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import datasets
 from datasets import dataset_utils
+from datasets import records
 from datasets import synthetic_flowers
 
 NUM_IMAGES = 20
@@ -51,7 +52,7 @@ def test_convert_writes_flower_photos_layout_and_labels(converted):
   for split_name in ("train", "validation"):
     split = datasets.get_split("synthetic_flowers", split_name, out)
     for s in tf.data.TFRecordDataset(split.filenames):
-      r = dataset_utils.parse_example(s)
+      r = records.parse_example(s)
       index = int(r["image/filename"].numpy()[6:11])
       assert int(r["image/class/label"]) == index % 5
       assert 160 <= int(r["image/height"]) <= 400 and 160 <= int(r["image/width"]) <= 400

@@ -41,7 +41,8 @@ def _train(train_dir, dataset_dir, *extra, expect_ok=True):
   proc = subprocess.run(_cmd(train_dir, dataset_dir, *extra), capture_output=True, text=True, cwd=ROOT,
                         timeout=300)
   if expect_ok and proc.returncode != 0:
-    raise AssertionError(f"trainer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    raise AssertionError(f"trainer failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+  proc.output = proc.stdout + proc.stderr  # the project's lines go to stdout, other libraries' to stderr
   return proc
 
 
@@ -74,7 +75,7 @@ def test_end_to_end_writes_checkpoints_flags_and_summaries(base_run, data):
   assert any(not np.allclose(raw[k], ema[k]) for k in raw)
   # flags.txt is a usable --flagfile: a re-run with it is a no-op resume at step 6.
   proc = _train(train_dir, data, f"--flagfile={train_dir / 'flags.txt'}")
-  assert "RESUMING" in proc.stderr
+  assert "RESUMING" in proc.output
   assert tf.train.latest_checkpoint(str(train_dir)).endswith("ckpt-6")
 
 
@@ -94,7 +95,7 @@ def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
 def test_xla_step_matches_the_plain_step(data, tmp_path):
   extra = ["--max_number_of_steps=2", "--log_every_n_steps=1", "--dropout_rate=0", "--color_distortion=full"]
   _train(tmp_path / "plain", data, *extra)
-  proc = _train(tmp_path / "xla", data, *extra, "--jit_compile")
+  proc = _train(tmp_path / "xla", data, *extra, "--jit_compile", "--verbosity=1")  # verbose: TF's own log lines
   assert "--jit_compile" in (tmp_path / "xla" / "flags.txt").read_text().split()
   plain, xla = _weights(str(tmp_path / "plain" / "ckpt-2")), _weights(str(tmp_path / "xla" / "ckpt-2"))
   for k in plain:
@@ -120,7 +121,7 @@ def test_kill_and_restart_finishes_like_an_uninterrupted_run(data, tmp_path):
   stopped_at = int(tf.train.latest_checkpoint(str(killed)).split("-")[-1])
   assert 0 < stopped_at < 16  # the index of a newer one may exist before the state file names it
   restarted = _train(killed, data, *extra)
-  assert f"RESUMING from {killed}" in restarted.stderr
+  assert f"RESUMING from {killed}" in restarted.output
   a, b = str(tmp_path / "straight" / "ckpt-16"), str(killed / "ckpt-16")
   for ema in (False, True):
     wa, wb = _weights(a, ema=ema), _weights(b, ema=ema)
@@ -148,7 +149,7 @@ def test_fine_tune_excludes_head_and_trains_only_trainable_scopes(base_run, data
   ft = tmp_path / "ft"
   proc = _train(ft, data4, f"--checkpoint_path={base_run}", "--checkpoint_exclude_scopes=logits",
                 "--trainable_scopes=logits", "--max_number_of_steps=3")
-  assert "FINE-TUNING" in proc.stderr
+  assert "FINE-TUNING" in proc.output
   after = _weights(str(ft / "ckpt-3"), num_classes=4)
   head = [k for k in after if k.startswith("logits")]
   assert head
@@ -158,7 +159,7 @@ def test_fine_tune_excludes_head_and_trains_only_trainable_scopes(base_run, data
   # --checkpoint_path is ignored (loudly) once train_dir has its own checkpoint.
   proc = _train(ft, data4, f"--checkpoint_path={base_run}", "--checkpoint_exclude_scopes=logits",
                 "--trainable_scopes=logits", "--max_number_of_steps=4")
-  assert "RESUMING" in proc.stderr and "is ignored" in proc.stderr
+  assert "RESUMING" in proc.output and "is ignored" in proc.output
 
 
 def test_mixed_precision_runs(data, tmp_path):
