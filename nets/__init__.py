@@ -30,7 +30,8 @@ from nets import nets_utils
 # Overrides every net may accept; which ones a net accepts is in its NetSpec.
 BATCH_NORM_OVERRIDES = ("batch_norm_momentum", "batch_norm_epsilon")
 ALL_OVERRIDES = ("dropout_rate",) + BATCH_NORM_OVERRIDES + ("aux_logits",)
-PREPROCESSINGS = ("inception", "vgg")
+# The preprocessing_factory recipes a net may name (slimflowers/preprocessing.py).
+PREPROCESSINGS = ("inception", "vgg", "cifarnet", "lenet")
 # Variable names (last part of `variable.path`) that TF-Slim-style L2 weight decay applies to.
 _DECAYED_VARIABLE_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 

@@ -13,7 +13,7 @@ import keras
 from nets import register
 
 
-@register("cifarnet", default_image_size=32, min_image_size=32, preprocessing="inception",
+@register("cifarnet", default_image_size=32, min_image_size=32, preprocessing="cifarnet",
           overrides=("dropout_rate",), weight_top=(("dense", "logits", "logits"),))
 def cifarnet(input_shape, num_classes, *, dropout_rate=0.5):
   conv_init = keras.initializers.TruncatedNormal(stddev=5e-2)

@@ -68,12 +68,13 @@ def _augment_fn(augment):
   return op.distort
 
 
-def _check_common(split, batch_size, image_size, preprocessing_name, color_distortion="fast"):
+def _check_common(split, batch_size, image_size, preprocessing_name, color_distortion="fast",
+                  crop_area_range=preprocessing.DEFAULT_CROP_AREA_RANGE):
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size} must be >= 1.")
   if image_size < 1:
     raise ValueError(f"image_size={image_size} must be >= 1.")
-  preprocessing.check_names(preprocessing_name, color_distortion)
+  preprocessing.check_names(preprocessing_name, color_distortion, crop_area_range)
   if split.num_samples < 1:
     raise ValueError(f"Split {split.split_name!r} of {split.dataset_dir} is empty; re-convert with a non-zero size.")
 
@@ -107,9 +108,14 @@ def _indexed_records_streaming(split, seed, start_index):
 
 
 def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, start_index=0, augment="none",
-                  random_erasing=0.0, color_distortion="fast", input_context=None):
-  """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc."""
-  _check_common(split, batch_size, image_size, preprocessing_name, color_distortion)
+                  random_erasing=0.0, color_distortion="fast", random_flip=True,
+                  crop_area_range=preprocessing.DEFAULT_CROP_AREA_RANGE, input_context=None):
+  """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc.
+
+  `color_distortion`, `random_flip`, `crop_area_range`: preprocessing.preprocess_train's.
+  """
+  crop_area_range = tuple(crop_area_range)
+  _check_common(split, batch_size, image_size, preprocessing_name, color_distortion, crop_area_range)
   if start_index < 0:
     raise ValueError(f"start_index={start_index} must be >= 0.")
   if not 0.0 <= random_erasing <= 1.0:
@@ -133,7 +139,8 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
     index, serialized = lookup(index, record)  # inside the parallel map: the serial part stays tiny
     image_bytes, label = _parse(serialized)
     image = preprocessing.preprocess_train(image_bytes, image_size, preprocessing_name, tf.stack([seed_t, index]),
-                                           augment_fn=augment_fn, color_distortion=color_distortion)
+                                           augment_fn=augment_fn, color_distortion=color_distortion,
+                                           random_flip=random_flip, area_range=crop_area_range)
     if eraser is not None:
       image = eraser.distort(image)
     return image, label

@@ -1,38 +1,52 @@
-"""TF-Slim's per-image preprocessing recipes, with stateless (seeded) randomness.
+"""TF-Slim's preprocessing factory: per-image train and eval recipes, with stateless (seeded) randomness.
 
     from slimflowers import preprocessing
     image = preprocessing.preprocess_train(jpeg_bytes, 224, "inception", seed=tf.constant([0, 17], tf.int64))
     image = preprocessing.preprocess_eval(jpeg_bytes, 224, "inception")   # float32 [224, 224, 3] in [-1, 1]
 
-- `inception` (TF-Slim inception_preprocessing.py): train = distorted bounding-box crop
-  (min_object_covered 0.1, aspect 3/4..4/3, area 0.05..1, 100 attempts) decoded with
-  `decode_and_crop_jpeg` (only the crop is decoded), bilinear resize, random flip,
-  colour distortion as one affine colour map (see _distort_color) fused with the
-  normalization, applied before or after the resize, whichever touches fewer pixels.
-  `color_distortion`: "fast" (the default, as TF-Slim's default fast_mode=True: brightness
-  then saturation), "full" (TF-Slim's fast_mode=False distortions in its ordering 0:
-  brightness, saturation, hue, contrast) or "none". Eval = central crop 0.875
-  (again decoding only the crop), resize. Output in [-1, 1] (Keras "tf" mode).
-- `vgg` (alias `caffe`; TF-Slim vgg_preprocessing.py): train = resize the smaller side to a
+The recipes (research/slim/preprocessing; REFERENCE.md section 7), each a train and an eval branch:
+- `inception` (inception_preprocessing.py; Inception, MobileNet, Xception): train = distorted
+  bounding-box crop (min_object_covered 0.1, aspect 3/4..4/3, area `crop_area_range`, TF-Slim's
+  0.05..1, 100 attempts) decoded with `decode_and_crop_jpeg` (only the crop is decoded), bilinear
+  resize, random flip, colour distortion as one affine colour map (see _distort_color) fused with
+  the normalization, applied before or after the resize, whichever touches fewer pixels.
+  `color_distortion`: "fast" (the default, as TF-Slim's default fast_mode=True: brightness then
+  saturation), "full" (TF-Slim's fast_mode=False distortions in its ordering 0: brightness,
+  saturation, hue, contrast) or "none". Eval = central crop 0.875 (again decoding only the crop),
+  resize. Output in [-1, 1] (Keras "tf" mode).
+- `vgg` (alias `caffe`; vgg_preprocessing.py; VGG, ResNet v1): train = resize the smaller side to a
   random size in [256, 512] * image_size / 224, random crop, flip; eval = smaller side to
   256 * image_size / 224, central crop. Output RGB->BGR minus the ImageNet means (Keras
   "caffe" mode, what keras.applications ResNet50 weights expect).
+- `cifarnet` (cifarnet_preprocessing.py): train = pad 4 px on each side, random crop back to the
+  size, flip, random brightness (max delta 63 of 255) then contrast (0.2..1.8), per-image
+  standardization; eval = crop or pad to the size, per-image standardization.
+- `lenet` (lenet_preprocessing.py): train = eval = crop or pad to the size, (x - 128) / 128. No
+  augmentation at all.
+TF-Slim's cifarnet and lenet recipes assume images already at about the output size (CIFAR's
+32 px, MNIST's 28): larger images are first resized to image_size x image_size here (bilinear),
+which is the identity for images of the output size.
 
-Every random choice takes its seed from `seed` (shape [2] int64) through stateless ops,
-so an image's augmentation is a pure function of (seed, image): the input pipeline seeds
-it with (run seed, element index) and a resumed run repeats it exactly.
+`random_flip=False` turns the flip off in every recipe (text, digits, anything whose mirror
+image is another class). Every random choice takes its seed from `seed` (shape [2] int64)
+through stateless ops, so an image's augmentation is a pure function of (seed, image): the
+input pipeline seeds it with (run seed, element index) and a resumed run repeats it exactly.
 """
 import math
 
 import tensorflow as tf
 
-PREPROCESSING_NAMES = ("inception", "vgg", "caffe")
+PREPROCESSING_NAMES = ("inception", "vgg", "caffe", "cifarnet", "lenet")
 COLOR_DISTORTIONS = ("fast", "full", "none")
 # keras.applications.imagenet_utils caffe mode: BGR channel means.
 _CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 _CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
 DEFAULT_CROP_AREA_RANGE = (0.05, 1.0)  # TF-Slim inception train: sample_distorted_bounding_box area_range
 MIN_CROP_SOURCE_PX = 8  # a crop side below this many source pixels holds nothing recognizable (trainer warns)
+_CIFAR_PADDING = 4
+_CIFAR_BRIGHTNESS = 63.0  # of 255: TF-Slim's random_brightness(max_delta=63) on [0, 255] floats
+_CIFAR_CONTRAST = (0.2, 1.8)
+_LENET_OFFSET = 128.0
 
 
 def crop_area_range(cfg):
@@ -41,31 +55,68 @@ def crop_area_range(cfg):
   return tuple(float(v) for v in value) if value else DEFAULT_CROP_AREA_RANGE
 
 
-def check_names(preprocessing_name, color_distortion="fast"):
-  """Raises a ValueError listing the known values for an unknown recipe or colour distortion."""
+def check_names(preprocessing_name, color_distortion="fast", area_range=DEFAULT_CROP_AREA_RANGE):
+  """Raises a ValueError listing the known values for an unknown recipe, colour distortion or crop range."""
   if preprocessing_name not in PREPROCESSING_NAMES:
     raise ValueError(f"Unknown preprocessing {preprocessing_name!r}. Known: {', '.join(PREPROCESSING_NAMES)}.")
   if color_distortion not in COLOR_DISTORTIONS:
     raise ValueError(f"Unknown color_distortion {color_distortion!r}. Known: {', '.join(COLOR_DISTORTIONS)}.")
+  lo, hi = area_range
+  if not 0.0 < lo <= hi <= 1.0:
+    raise ValueError(f"--crop_area_range={lo},{hi}: use MIN,MAX with 0 < MIN <= MAX <= 1 (fractions of the image "
+                     f"area; TF-Slim's {DEFAULT_CROP_AREA_RANGE[0]},{DEFAULT_CROP_AREA_RANGE[1]}).")
 
 
 def normalize(image_0_255, preprocessing_name):
-  """A float image in [0, 255] (RGB) -> what the net expects."""
+  """A float image in [0, 255] (RGB; [H, W, 3] or a batch) -> what the net expects."""
   check_names(preprocessing_name)
   image = tf.cast(image_0_255, tf.float32)
   if preprocessing_name == "inception":
     return image / 127.5 - 1.0
+  if preprocessing_name == "lenet":
+    return (image - _LENET_OFFSET) / _LENET_OFFSET
+  if preprocessing_name == "cifarnet":
+    return tf.image.per_image_standardization(image)
   return image[..., ::-1] - tf.constant(_CAFFE_MEANS_BGR, tf.float32)
 
 
 def denormalize(image, preprocessing_name):
-  """The inverse of `normalize`: back to uint8 RGB [0, 255] (for TensorBoard image summaries)."""
+  """Back to uint8 RGB [0, 255] (TensorBoard image summaries); cifarnet's standardization is shown min-max scaled."""
   check_names(preprocessing_name)
   if preprocessing_name == "inception":
     image = (image + 1.0) * 127.5
+  elif preprocessing_name == "lenet":
+    image = image * _LENET_OFFSET + _LENET_OFFSET
+  elif preprocessing_name == "cifarnet":  # (x - mean) / std is not invertible per image: stretch to [0, 255]
+    lo = tf.reduce_min(image, axis=[-3, -2, -1], keepdims=True)
+    hi = tf.reduce_max(image, axis=[-3, -2, -1], keepdims=True)
+    image = (image - lo) / tf.maximum(hi - lo, 1e-6) * 255.0
   else:
     image = (image + tf.constant(_CAFFE_MEANS_BGR, tf.float32))[..., ::-1]
   return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+
+
+def describe(preprocessing_name, image_size):
+  """What an app must do to a photo before calling the exported model (export.json), in words and numbers."""
+  check_names(preprocessing_name)
+  steps = {
+      "inception": f"central crop {_CENTRAL_FRACTION} of each side, bilinear resize to {image_size}x{image_size}",
+      "vgg": (f"resize the shorter side to {int(256 * image_size / 224)} (bilinear), central crop "
+              f"{image_size}x{image_size}"),
+      "cifarnet": f"bilinear resize to {image_size}x{image_size}",
+      "lenet": f"bilinear resize to {image_size}x{image_size}",
+  }
+  out = {"preprocessing_name": preprocessing_name, "image_size": image_size, "input_layout": "NHWC float32",
+         "resize_and_crop": steps.get(preprocessing_name, steps["vgg"]), "channel_order": "RGB"}
+  if preprocessing_name == "inception":
+    out.update(formula="x / 127.5 - 1", scale=1 / 127.5, offset=-1.0)
+  elif preprocessing_name == "lenet":
+    out.update(formula="(x - 128) / 128", scale=1 / 128, offset=-1.0)
+  elif preprocessing_name == "cifarnet":
+    out.update(formula="per-image standardization: (x - mean(x)) / max(std(x), 1/sqrt(H*W*3))")
+  else:
+    out.update(formula="RGB -> BGR, then x - mean", channel_order="BGR", mean=list(_CAFFE_MEANS_BGR), scale=1.0)
+  return out
 
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as tf.image.rgb_to_grayscale
@@ -126,23 +177,33 @@ def _vgg_sizes(image_size):
   return int(256 * image_size / 224), int(512 * image_size / 224)
 
 
-def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None, color_distortion="fast"):
+def _to_size(image, image_size):
+  """cifarnet/lenet on larger photos: bilinear resize to the output size (identity when already that size)."""
+  shape = tf.shape(image)
+  same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+  image = tf.cast(image, tf.float32)
+  return tf.cond(same, lambda: image, lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
+
+
+def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None, color_distortion="fast",
+                     random_flip=True, area_range=DEFAULT_CROP_AREA_RANGE):
   """JPEG bytes -> float32 [image_size, image_size, 3] training image, normalized for the net.
 
   `augment_fn`, if given, maps a float [0, 255] image to another (RandAugment, ...), applied
-  before normalization. `color_distortion` (inception only): see the module doc.
+  before normalization. `color_distortion` and `area_range` (inception only), `random_flip`:
+  see the module doc.
   """
-  check_names(preprocessing_name, color_distortion)
+  check_names(preprocessing_name, color_distortion, area_range)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
   if preprocessing_name == "inception":
     shape = tf.image.extract_jpeg_shape(image_bytes)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
-        min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=(0.05, 1.0), max_attempts=100,
-        use_image_if_no_bounding_boxes=True)
+        min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=tuple(area_range),
+        max_attempts=100, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    flip = tf.random.stateless_uniform([], seed=seeds[1]) < 0.5
+    flip = tf.logical_and(tf.constant(bool(random_flip)), tf.random.stateless_uniform([], seed=seeds[1]) < 0.5)
     fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
 
     def colour_and_flip(x):
@@ -164,17 +225,56 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
     if fused:
       image.set_shape([image_size, image_size, 3])
       return image
-  else:
+  elif preprocessing_name in ("vgg", "caffe"):
     lo, hi = _vgg_sizes(image_size)
     image = tf.io.decode_jpeg(image_bytes, channels=3)
     smallest = tf.random.stateless_uniform([], seed=seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32)
     image = _resize_smaller_side(image, smallest)
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[1])
-    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
+    if random_flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
+  elif preprocessing_name == "cifarnet":
+    image = _to_size(tf.io.decode_jpeg(image_bytes, channels=3), image_size)
+    image = tf.pad(image, [[_CIFAR_PADDING, _CIFAR_PADDING], [_CIFAR_PADDING, _CIFAR_PADDING], [0, 0]])
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
+    if random_flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    image = tf.image.stateless_random_brightness(image, _CIFAR_BRIGHTNESS, seed=seeds[2])
+    image = tf.image.stateless_random_contrast(image, *_CIFAR_CONTRAST, seed=seeds[3])
+  else:  # lenet: no augmentation
+    image = _crop_or_pad(_to_size(tf.io.decode_jpeg(image_bytes, channels=3), image_size), image_size)
   image.set_shape([image_size, image_size, 3])
   if augment_fn is not None:
-    image = tf.cast(augment_fn(image), tf.float32)
+    image = tf.cast(augment_fn(tf.clip_by_value(image, 0.0, 255.0)), tf.float32)
     image.set_shape([image_size, image_size, 3])
+  return normalize(image, preprocessing_name)
+
+
+def _crop_or_pad(image, image_size):
+  return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+
+
+def preprocess_eval_image(image, image_size, preprocessing_name):
+  """A decoded uint8 RGB image [H, W, 3] -> float32 [image_size, image_size, 3] evaluation image.
+
+  The evaluator's recipe on pixels (exported models' `serving_images`, non-JPEG inputs).
+  For JPEG bytes `preprocess_eval` decodes only the inception crop; on pixels the crop is cut
+  after decoding, which differs from it by at most a grey level near the crop's edges.
+  """
+  check_names(preprocessing_name)
+  if preprocessing_name == "inception":
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
+    image = image[(h - crop_h) // 2:(h - crop_h) // 2 + crop_h, (w - crop_w) // 2:(w - crop_w) // 2 + crop_w]
+    image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+  elif preprocessing_name in ("vgg", "caffe"):
+    image = _resize_smaller_side(image, _vgg_sizes(image_size)[0])
+    image = _crop_or_pad(image, image_size)
+  else:  # cifarnet, lenet
+    image = _crop_or_pad(_to_size(image, image_size), image_size)
+  image.set_shape([image_size, image_size, 3])
   return normalize(image, preprocessing_name)
 
 
@@ -187,11 +287,8 @@ def preprocess_eval(image_bytes, image_size, preprocessing_name):
     crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
     crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
     window = tf.stack([(h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w])
-    image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)  # decodes only the crop
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
-  else:
-    image = tf.io.decode_jpeg(image_bytes, channels=3)
-    image = _resize_smaller_side(image, _vgg_sizes(image_size)[0])
-    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-  image.set_shape([image_size, image_size, 3])
-  return normalize(image, preprocessing_name)
+    image.set_shape([image_size, image_size, 3])
+    return normalize(image, preprocessing_name)
+  return preprocess_eval_image(tf.io.decode_jpeg(image_bytes, channels=3), image_size, preprocessing_name)

@@ -12,6 +12,7 @@
       train.log, eval.log                                        the study's per-child logs
     RUNS_DIR/report/                                             python -m slimflowers.compare (REPORT_FILES)
     EXPORT_DIR/saved_model/, model_<quant>.tflite, labels.txt, export.json, export_report.json
+                                                               (the study's: TRAIN_DIR/export/)
 """
 import os
 
@@ -30,6 +31,7 @@ REPORT_FILES = ("results.md", "results.csv", "loss.png", "val_accuracy.png", "st
                 "accuracy_vs_params.png")
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
+EXPORT_SUBDIR = "export"          # the study's export of a run's best checkpoint: TRAIN_DIR/export/
 EXPORT_JSON = "export.json"
 EXPORT_REPORT = "export_report.json"
 _EVENTS_GLOB = "events.out.tfevents.*"

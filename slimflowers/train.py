@@ -73,6 +73,10 @@ def resolve_config(cfg):
     value = getattr(cfg, name)
     if value is not None and value < 1:
       raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
+  if cfg.crop_area_range and len(cfg.crop_area_range) != 2:
+    raise errors.BadValue(f"--crop_area_range={','.join(cfg.crop_area_range)}: give MIN,MAX (e.g. 0.25,1.0).")
+  with errors.as_user_errors():
+    preprocessing.check_names(cfg.preprocessing_name, cfg.color_distortion, preprocessing.crop_area_range(cfg))
   cfg.save_summaries_steps = cfg.save_summaries_steps or cfg.log_every_n_steps
   cfg.steps_per_loop = cfg.steps_per_loop or min(cfg.log_every_n_steps, cfg.save_summaries_steps,
                                                  cfg.save_interval_steps or cfg.log_every_n_steps)
@@ -118,7 +122,8 @@ def make_dataset_fn(cfg, split, start_step, num_classes):
     ds = input_pipeline.train_dataset(
         split, batch_size=per_replica, image_size=cfg.train_image_size, preprocessing_name=cfg.preprocessing_name,
         seed=cfg.seed, start_index=start_step * cfg.batch_size, augment=cfg.augment,
-        random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, input_context=ctx)
+        random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
+        crop_area_range=preprocessing.crop_area_range(cfg), input_context=ctx)
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
       from official.vision.ops import augment  # pylint: disable=g-import-not-at-top
       mix = augment.MixupAndCutmix(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
@@ -301,7 +306,8 @@ def _write_image_summary(writer, split, cfg):
   ds = input_pipeline.train_dataset(split, batch_size=NUM_SUMMARY_IMAGES, image_size=cfg.train_image_size,
                                     preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
                                     augment=cfg.augment, random_erasing=cfg.random_erasing,
-                                    color_distortion=cfg.color_distortion)
+                                    color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
+                                    crop_area_range=preprocessing.crop_area_range(cfg))
   images, _ = next(iter(ds))
   with writer.as_default(step=0):
     tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),
@@ -313,7 +319,9 @@ def _hparams(cfg, num_replicas):
       "model": nets.get_spec(cfg.model_name).name, "dataset": cfg.dataset_name,
       "image_size": cfg.train_image_size, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
       "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type,
-      "weight_decay": cfg.weight_decay, "augment": cfg.augment, "color_distortion": cfg.color_distortion,
+      "weight_decay": cfg.weight_decay, "preprocessing": cfg.preprocessing_name, "augment": cfg.augment,
+      "color_distortion": cfg.color_distortion, "random_flip": bool(cfg.random_flip),
+      "crop_area_range": ",".join(f"{v:g}" for v in preprocessing.crop_area_range(cfg)),
       "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,
       "precision": cfg.precision,
       "replicas": num_replicas, "moving_average_decay": cfg.moving_average_decay or 0.0,
@@ -325,7 +333,8 @@ def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, sourc
       "model_name": nets.get_spec(cfg.model_name).name, "dataset_name": cfg.dataset_name,
       "dataset_dir": cfg.dataset_dir,
       "dataset_split_name": cfg.dataset_split_name, "num_examples": split.num_samples,
-      "num_classes": split.num_classes, "image_size": cfg.train_image_size,
+      "num_classes": split.num_classes, "class_names": [split.labels_to_names[i] for i in range(split.num_classes)],
+      "image_size": cfg.train_image_size,
       "preprocessing_name": cfg.preprocessing_name, "batch_size": cfg.batch_size,
       "num_replicas": num_replicas, "precision": cfg.precision,
       "trainable_params": nets.trainable_parameter_count(model),

@@ -68,6 +68,10 @@ def define_flags():
   flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
                     "Inception preprocessing's colour distortion: fast (TF-Slim's default fast_mode: brightness + "
                     "saturation), full (+ hue + contrast) or none.")
+  flags.DEFINE_bool("random_flip", True, "Random left-right flips (every preprocessing). Turn off for text, "
+                    "digits, scans: anything whose mirror image is another class.")
+  flags.DEFINE_list("crop_area_range", None, "MIN,MAX area fraction of the inception random crop; default TF-Slim's "
+                    "0.05,1.0. Raise MIN (e.g. 0.25,1.0) for small or centred objects.")
   flags.DEFINE_float("mixup_alpha", 0.0, "Mixup alpha (0: off).")
   flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix alpha (0: off).")
   flags.DEFINE_float("random_erasing", 0.0, "Random-erasing probability (0: off).")

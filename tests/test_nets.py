@@ -12,16 +12,22 @@ import pytest
 
 import nets
 
-# Trainable parameters at num_classes=102. The first five are the study's table
-# (= keras.applications with weights=None, classes=102); the keras.applications-
-# backed others were checked equal to keras.applications(classes=102) when
-# written; alexnet_v2 is TF-Slim's layout, cifarnet ours (global pool before fc3).
-PARAMS_AT_102 = {
+# Trainable parameters at num_classes=102. A newly registered net needs no new test code except
+# its count here (test_registry_has_every_table_net says so when it is missing): the first six are
+# the study's published table (REFERENCE.md section 1; the five keras.applications counts equal
+# keras.applications(weights=None, classes=102)); the other keras.applications-backed nets were
+# checked equal to keras.applications(classes=102) when written; alexnet_v2 is TF-Slim's layout,
+# cifarnet ours (global pool before fc3).
+STUDY_PARAMS_AT_102 = {
+    "alexnet": 22_000_294,
     "inception_resnet_v2": 54_432_966,
     "inception_v3": 21_977_350,
     "mobilenet_v1": 3_311_526,
     "resnet_v1_50": 23_743_590,
     "xception": 21_015_950,
+}
+PARAMS_AT_102 = {
+    **STUDY_PARAMS_AT_102,
     "alexnet_v2": 46_624_806,
     "cifarnet": 225_894,
     "mobilenet_v1_075": 1_894_998,
@@ -31,7 +37,7 @@ PARAMS_AT_102 = {
     "resnet_v1_101": 42_761_830,
     "vgg_16": 134_678_438,
 }
-STUDY_ALIASES = {"alexnet": "alexnet_v2", "inception_v3": "inception_v3",
+STUDY_ALIASES = {"alexnet": "alexnet", "inception_v3": "inception_v3",
                  "resnet50": "resnet_v1_50", "xception": "xception",
                  "mobilenet": "mobilenet_v1", "inception_resnet": "inception_resnet_v2"}
 NUM_CLASSES = 102
@@ -56,7 +62,12 @@ def built(request):
 
 
 def test_registry_has_every_table_net():
+  missing = sorted(set(nets.list_models()) - set(PARAMS_AT_102))
+  assert not missing, (f"add the trainable parameter count at 102 classes of {missing} to PARAMS_AT_102 "
+                       "(the only per-net edit a new net needs)")
   assert sorted(PARAMS_AT_102) == nets.list_models()
+  # The study's six networks are all registered under the study's names.
+  assert sorted(nets.get_spec(alias).name for alias in STUDY_ALIASES) == sorted(STUDY_PARAMS_AT_102)
 
 
 def test_study_aliases_resolve():
@@ -67,6 +78,10 @@ def test_study_aliases_resolve():
   assert nets.get_spec("inception_v3").preprocessing == "inception"
   assert nets.get_spec("mobilenet").default_image_size == 224
   assert nets.get_spec("inception_resnet").min_image_size == 75
+  # TF-Slim's preprocessing_fn_map where TF-Slim has the net; alexnet_v2 as TF-Slim users run it.
+  assert nets.get_spec("cifarnet").preprocessing == "cifarnet"
+  assert nets.get_spec("alexnet_v2").preprocessing == "vgg"
+  assert nets.get_spec("mobilenet_v1").preprocessing == "inception"
 
 
 def test_unknown_name_lists_known_names():
@@ -93,12 +108,14 @@ def test_unknown_or_unsupported_override_errors():
   with pytest.raises(ValueError, match=r"'resnet_v1_50'.*aux_logits"):
     nets.get_model("resnet50", 10, aux_logits=True)
   with pytest.raises(ValueError, match=r"'alexnet_v2'.*batch_norm_epsilon.*supports \['dropout_rate'\]"):
-    nets.get_model("alexnet", 10, batch_norm_epsilon=1e-3)
+    nets.get_model("alexnet_v2", 10, batch_norm_epsilon=1e-3)
 
 
 def test_bad_sizes_and_class_counts_error():
   with pytest.raises(ValueError, match="image_size=74 is below the minimum 75.*inception_v3"):
     nets.get_model("inception_v3", 10, image_size=74)
+  with pytest.raises(ValueError, match="minimum 195"):
+    nets.get_model("alexnet_v2", 10, image_size=160)
   with pytest.raises(ValueError, match="minimum 195"):
     nets.get_model("alexnet", 10, image_size=160)
   with pytest.raises(ValueError, match="num_classes=-1"):
