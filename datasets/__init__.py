@@ -137,6 +137,11 @@ def get_split(name, split_name, dataset_dir):
       filenames=filenames)
 
 
+def conversion_options(dataset_dir):
+  """The options the dataset was converted with (dataset.json), e.g. {"resize_to": 96, ...}; {} if unknown."""
+  return (records.read_metadata(dataset_dir) or {}).get("options") or {}
+
+
 def image_sizes(dataset_dir, split_name=None):
   """The converter's size summary ({"height"|"width": {"min", "median", "max"}}) of a split or all; None if absent."""
   meta = records.read_metadata(dataset_dir) or {}

@@ -124,11 +124,24 @@ def resolve_checkpoint(path):
       f"weight file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
 
 
+def checkpoint_reader(prefix):
+  """A reader of the checkpoint at `prefix` on any filesystem.
+
+  (tf.train.load_checkpoint first asks whether the prefix is a directory, which TensorFlow's
+  in-memory ram:// filesystem answers wrongly for a prefix of existing names.)
+  """
+  return tf.compat.v1.train.NewCheckpointReader(prefix)
+
+
+def variable_names(prefix):
+  return list(checkpoint_reader(prefix).get_variable_to_shape_map())
+
+
 def read_global_step(prefix):
   """The training step stored in the checkpoint (falls back to the -NUMBER suffix of its name)."""
   try:
     checkpoint_files(prefix)
-    reader = tf.train.load_checkpoint(prefix)
+    reader = checkpoint_reader(prefix)
     if reader.has_tensor(GLOBAL_STEP_KEY):
       return int(reader.get_tensor(GLOBAL_STEP_KEY))
   except tf.errors.OpError as e:
@@ -140,7 +153,7 @@ def read_global_step(prefix):
 
 
 def read_model_config(ckpt_path):
-  reader = tf.train.load_checkpoint(ckpt_path)
+  reader = checkpoint_reader(ckpt_path)
   if not reader.has_tensor(MODEL_CONFIG_KEY):
     return None
   value = reader.get_tensor(MODEL_CONFIG_KEY)

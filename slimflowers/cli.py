@@ -42,12 +42,17 @@ def _argv_verbosity(argv):
 
 VERBOSE = _argv_verbosity(sys.argv) >= 1 or os.environ.get("SLIMFLOWERS_VERBOSE") == "1"
 
+_QUIETED = "_SLIMFLOWERS_QUIETED_TF"  # marks a TF_CPP_MIN_LOG_LEVEL set here (inherited by child processes)
 if not VERBOSE:
   # Level 3 also drops E-level lines such as "failed call to cuInit ... (303)" on machines without a GPU;
   # real failures still surface as Python exceptions.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ[_QUIETED] = "1"
   for _category in (UserWarning, DeprecationWarning, FutureWarning):
     warnings.simplefilter("ignore", _category)
+elif os.environ.pop(_QUIETED, None):
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # a quiet parent's setting: a verbose child wants TensorFlow's lines
 
 
 def is_project_record(record):
@@ -114,7 +119,7 @@ def report_user_error(error, program=None):
   program = program or os.path.basename(sys.argv[0] or "slimflowers")
   if show_traceback():
     traceback.print_exception(error)
-  print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+  print(f"{program}: {getattr(error, 'label', 'error')}: {error}", file=sys.stderr, flush=True)
   return error.exit_code
 
 

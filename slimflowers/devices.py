@@ -92,6 +92,12 @@ def create_strategy(num_gpus=None, num_cpu_replicas=0):
   return strategy
 
 
+def is_multi_worker(strategy):
+  """True under MultiWorkerMirroredStrategy with more than one worker."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  return resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1
+
+
 def is_chief(strategy):
   """True on the worker that writes checkpoints and summaries (always true on one machine)."""
   resolver = getattr(strategy, "cluster_resolver", None)

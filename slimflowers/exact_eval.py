@@ -28,7 +28,7 @@ RESULT_KEYS = ("step", "checkpoint", "split", "num_examples") + metrics.EVAL_MET
 
 
 def has_ema(prefix):
-  return any(name.startswith("ema_model/") for name, _ in tf.train.list_variables(prefix))
+  return any(name.startswith("ema_model/") for name in checkpoints.variable_names(prefix))
 
 
 def restore(model, prefix, *, use_ema=False):

@@ -79,13 +79,51 @@ def _check_common(split, batch_size, image_size, preprocessing_name, color_disto
     raise ValueError(f"Split {split.split_name!r} of {split.dataset_dir} is empty; re-convert with a non-zero size.")
 
 
-def _indexed_records_in_memory(split, seed, start_index):
-  """(global index, serialized record) from `start_index` on: exact per-epoch permutations."""
-  records = tf.data.TFRecordDataset(split.filenames).batch(1 << 30).get_single_element()
-  n = int(records.shape[0])
+def _check_count(split, n):
   if n != split.num_samples:
     raise ValueError(f"{split.dataset_dir}: dataset.json says {split.split_name} has {split.num_samples} records but "
                      f"the shards hold {n}. Re-run download_and_convert_data.py with --overwrite.")
+
+
+def decoded_bytes(split):
+  """The split's size once decoded (uint8 RGB), from the heights and widths the converter recorded."""
+  sizes = tf.data.TFRecordDataset(split.filenames).map(
+      lambda r: records.parse_example(r, keys=("image/height", "image/width")),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  total = sizes.reduce(tf.constant(0, tf.int64),
+                       lambda acc, f: acc + f["image/height"] * f["image/width"] * 3)
+  return int(total)
+
+
+class DecodedCache:
+  """Every image of a split decoded once (uint8 RGB, its own size), indexable by record number.
+
+  The pixels are one flat tensor plus offsets, so element i is a slice: random access keeps the
+  per-epoch permutations (and exact resume), and the augmentation still runs per element, after
+  the cache (never on cached, augmented images).
+  """
+
+  def __init__(self, split):
+    def decode(serialized):
+      f = records.parse_example(serialized, keys=("image/encoded", "image/class/label"))
+      image = tf.io.decode_jpeg(f["image/encoded"], channels=3)
+      return tf.reshape(image, [-1]), tf.shape(image)[:2], f["image/class/label"]
+
+    ds = tf.data.TFRecordDataset(split.filenames).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                                      deterministic=True)
+    pixels, shapes, labels = ds.ragged_batch(1 << 30).get_single_element()
+    _check_count(split, int(labels.shape[0]))
+    self.values, self.offsets = pixels.values, tf.cast(pixels.row_splits, tf.int64)
+    self.shapes, self.labels = shapes, labels
+    self.num_bytes = int(self.values.shape[0])
+
+  def image(self, r):
+    start, end = self.offsets[r], self.offsets[r + 1]
+    return tf.reshape(self.values[start:end], tf.concat([self.shapes[r], [3]], 0))
+
+
+def _epochs(n, seed, start_index):
+  """(global index, record number) from `start_index` on: a new seeded permutation of the n records per epoch."""
   seed = tf.constant(seed, tf.int64)
 
   def epoch(e):
@@ -94,8 +132,15 @@ def _indexed_records_in_memory(split, seed, start_index):
     return tf.data.Dataset.from_tensor_slices((e * n + tf.range(n, dtype=tf.int64), perm))
 
   first_epoch = start_index // n
-  ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(start_index - first_epoch * n)
-  return ds, lambda i, r: (i, tf.gather(records, r))
+  return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(start_index - first_epoch * n)
+
+
+def _indexed_records_in_memory(split, seed, start_index):
+  """(global index, serialized record) from `start_index` on: exact per-epoch permutations."""
+  all_records = tf.data.TFRecordDataset(split.filenames).batch(1 << 30).get_single_element()
+  n = int(all_records.shape[0])
+  _check_count(split, n)
+  return _epochs(n, seed, start_index), lambda i, r: (i, tf.gather(all_records, r))
 
 
 def _indexed_records_streaming(split, seed, start_index):
@@ -109,10 +154,15 @@ def _indexed_records_streaming(split, seed, start_index):
 
 def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, start_index=0, augment="none",
                   random_erasing=0.0, color_distortion="fast", random_flip=True,
-                  crop_area_range=preprocessing.DEFAULT_CROP_AREA_RANGE, input_context=None):
+                  crop_area_range=preprocessing.DEFAULT_CROP_AREA_RANGE, input_context=None, streaming=None,
+                  decoded_cache_bytes=0):
   """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc.
 
   `color_distortion`, `random_flip`, `crop_area_range`: preprocessing.preprocess_train's.
+  `streaming`: read the shards inside the pipeline instead of holding the records in memory
+  (default: by size; forced for the tf.data service, whose workers read the files themselves).
+  `decoded_cache_bytes`: when the split decodes to at most this many bytes, decode every image
+  once (DecodedCache) and augment the cached pixels: no JPEG decoding per step.
   """
   crop_area_range = tuple(crop_area_range)
   _check_common(split, batch_size, image_size, preprocessing_name, color_distortion, crop_area_range)
@@ -127,20 +177,32 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
     eraser = augment_ops.RandomErasing(probability=random_erasing)
   num_pipelines, pipeline_id = _pipelines(input_context)
 
-  if _split_bytes(split) <= IN_MEMORY_LIMIT_BYTES:
+  if streaming is None:
+    streaming = _split_bytes(split) > IN_MEMORY_LIMIT_BYTES
+  cache = None
+  if not streaming and decoded_cache_bytes and decoded_bytes(split) <= decoded_cache_bytes:
+    cache = DecodedCache(split)
+    ds = _epochs(cache.labels.shape[0], seed, start_index)
+  elif not streaming:
     ds, lookup = _indexed_records_in_memory(split, seed, start_index)
   else:
     ds, lookup = _indexed_records_streaming(split, seed, start_index)
   if num_pipelines > 1:
     ds = ds.filter(lambda i, _: i % num_pipelines == pipeline_id)
   seed_t = tf.constant(seed, tf.int64)
+  options = dict(augment_fn=augment_fn, color_distortion=color_distortion, random_flip=random_flip,
+                 area_range=crop_area_range)
 
   def make_example(index, record):
-    index, serialized = lookup(index, record)  # inside the parallel map: the serial part stays tiny
-    image_bytes, label = _parse(serialized)
-    image = preprocessing.preprocess_train(image_bytes, image_size, preprocessing_name, tf.stack([seed_t, index]),
-                                           augment_fn=augment_fn, color_distortion=color_distortion,
-                                           random_flip=random_flip, area_range=crop_area_range)
+    seed_i = tf.stack([seed_t, index])
+    if cache is not None:
+      image = preprocessing.preprocess_train_image(cache.image(record), image_size, preprocessing_name, seed_i,
+                                                   **options)
+      label = cache.labels[record]
+    else:
+      index, serialized = lookup(index, record)  # inside the parallel map: the serial part stays tiny
+      image_bytes, label = _parse(serialized)
+      image = preprocessing.preprocess_train(image_bytes, image_size, preprocessing_name, seed_i, **options)
     if eraser is not None:
       image = eraser.distort(image)
     return image, label

@@ -185,6 +185,38 @@ def _to_size(image, image_size):
   return tf.cond(same, lambda: image, lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
 
 
+class _JpegSource:
+  """The training recipes read an image through this: JPEG bytes, decoding only what is needed."""
+
+  def __init__(self, image_bytes):
+    self.image_bytes = image_bytes
+
+  def shape(self):
+    return tf.image.extract_jpeg_shape(self.image_bytes)
+
+  def crop(self, window):  # [y, x, h, w]: decodes only the window
+    return tf.image.decode_and_crop_jpeg(self.image_bytes, window, channels=3)
+
+  def full(self):
+    return tf.io.decode_jpeg(self.image_bytes, channels=3)
+
+
+class _PixelSource:
+  """Already decoded uint8 pixels [H, W, 3] (the input pipeline's decoded-image cache)."""
+
+  def __init__(self, image):
+    self.image = image
+
+  def shape(self):
+    return tf.shape(self.image)
+
+  def crop(self, window):
+    return tf.slice(self.image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+
+  def full(self):
+    return self.image
+
+
 def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_fn=None, color_distortion="fast",
                      random_flip=True, area_range=DEFAULT_CROP_AREA_RANGE):
   """JPEG bytes -> float32 [image_size, image_size, 3] training image, normalized for the net.
@@ -193,16 +225,31 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
   before normalization. `color_distortion` and `area_range` (inception only), `random_flip`:
   see the module doc.
   """
+  return _preprocess_train(_JpegSource(image_bytes), image_size, preprocessing_name, seed, augment_fn,
+                           color_distortion, random_flip, area_range)
+
+
+def preprocess_train_image(image, image_size, preprocessing_name, seed, augment_fn=None, color_distortion="fast",
+                           random_flip=True, area_range=DEFAULT_CROP_AREA_RANGE):
+  """preprocess_train on decoded uint8 pixels [H, W, 3]: the same draws, the crop cut from the pixels.
+
+  (The inception crop then differs from decode_and_crop_jpeg's by at most a grey level near its
+  edges, where the JPEG decoder upsamples chroma with or without the pixels outside.)
+  """
+  return _preprocess_train(_PixelSource(image), image_size, preprocessing_name, seed, augment_fn, color_distortion,
+                           random_flip, area_range)
+
+
+def _preprocess_train(source, image_size, preprocessing_name, seed, augment_fn, color_distortion, random_flip,
+                      area_range):
   check_names(preprocessing_name, color_distortion, area_range)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
   if preprocessing_name == "inception":
-    shape = tf.image.extract_jpeg_shape(image_bytes)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
+        source.shape(), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
         min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=tuple(area_range),
         max_attempts=100, use_image_if_no_bounding_boxes=True)
-    window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    crop = source.crop(tf.stack([begin[0], begin[1], size[0], size[1]]))
     flip = tf.logical_and(tf.constant(bool(random_flip)), tf.random.stateless_uniform([], seed=seeds[1]) < 0.5)
     fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
 
@@ -227,14 +274,13 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
       return image
   elif preprocessing_name in ("vgg", "caffe"):
     lo, hi = _vgg_sizes(image_size)
-    image = tf.io.decode_jpeg(image_bytes, channels=3)
     smallest = tf.random.stateless_uniform([], seed=seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32)
-    image = _resize_smaller_side(image, smallest)
+    image = _resize_smaller_side(source.full(), smallest)
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[1])
     if random_flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
   elif preprocessing_name == "cifarnet":
-    image = _to_size(tf.io.decode_jpeg(image_bytes, channels=3), image_size)
+    image = _to_size(source.full(), image_size)
     image = tf.pad(image, [[_CIFAR_PADDING, _CIFAR_PADDING], [_CIFAR_PADDING, _CIFAR_PADDING], [0, 0]])
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
     if random_flip:
@@ -242,7 +288,7 @@ def preprocess_train(image_bytes, image_size, preprocessing_name, seed, augment_
     image = tf.image.stateless_random_brightness(image, _CIFAR_BRIGHTNESS, seed=seeds[2])
     image = tf.image.stateless_random_contrast(image, *_CIFAR_CONTRAST, seed=seeds[3])
   else:  # lenet: no augmentation
-    image = _crop_or_pad(_to_size(tf.io.decode_jpeg(image_bytes, channels=3), image_size), image_size)
+    image = _crop_or_pad(_to_size(source.full(), image_size), image_size)
   image.set_shape([image_size, image_size, 3])
   if augment_fn is not None:
     image = tf.cast(augment_fn(tf.clip_by_value(image, 0.0, 255.0)), tf.float32)

@@ -23,6 +23,7 @@ import tensorflow as tf
 import datasets
 import nets
 from slimflowers import checkpoints
+from slimflowers import data_service
 from slimflowers import devices
 from slimflowers import errors
 from slimflowers import fileio
@@ -30,6 +31,7 @@ from slimflowers import hparams
 from slimflowers import input_pipeline
 from slimflowers import locks
 from slimflowers import optim
+from slimflowers import preemption
 from slimflowers import preprocessing
 from slimflowers import run_dir
 from slimflowers import trainer as trainer_lib
@@ -73,6 +75,8 @@ def resolve_config(cfg):
     value = getattr(cfg, name)
     if value is not None and value < 1:
       raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
+  if cfg.decoded_cache_mb is not None and cfg.decoded_cache_mb < 0:
+    raise errors.BadValue(f"--decoded_cache_mb={cfg.decoded_cache_mb} must be >= 0 (0: off).")
   if cfg.crop_area_range and len(cfg.crop_area_range) != 2:
     raise errors.BadValue(f"--crop_area_range={','.join(cfg.crop_area_range)}: give MIN,MAX (e.g. 0.25,1.0).")
   with errors.as_user_errors():
@@ -116,14 +120,24 @@ def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
 
 
 def make_dataset_fn(cfg, split, start_step, num_classes):
-  """The training input for strategy.distribute_datasets_from_function, starting at global step `start_step`."""
+  """The training input for strategy.distribute_datasets_from_function, starting at global step `start_step`.
+
+  With --tf_data_service the pipeline runs on the service's workers (slimflowers/data_service.py):
+  every input pipeline consumes batches of one shared job, so there is no sharding and no skip.
+  """
+  service = cfg.tf_data_service
+
   def dataset_fn(ctx):
     per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
     ds = input_pipeline.train_dataset(
         split, batch_size=per_replica, image_size=cfg.train_image_size, preprocessing_name=cfg.preprocessing_name,
-        seed=cfg.seed, start_index=start_step * cfg.batch_size, augment=cfg.augment,
+        seed=cfg.seed, start_index=0 if service else start_step * cfg.batch_size, augment=cfg.augment,
         random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
-        crop_area_range=preprocessing.crop_area_range(cfg), input_context=ctx)
+        crop_area_range=preprocessing.crop_area_range(cfg), input_context=None if service else ctx,
+        streaming=True if service else None, decoded_cache_bytes=(cfg.decoded_cache_mb or 0) << 20)
+    if service:
+      ds = data_service.distribute(ds, service, data_service.job_name(cfg.train_dir, start_step))
+      ds = ds.prefetch(tf.data.AUTOTUNE)
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
       from official.vision.ops import augment  # pylint: disable=g-import-not-at-top
       mix = augment.MixupAndCutmix(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
@@ -153,8 +167,9 @@ def run(cfg):
   # ---------------- Strategy ----------------
   strategy = devices.create_strategy(num_gpus=cfg.num_gpus, num_cpu_replicas=cfg.num_cpu_replicas)
   cfg = resolve_config(cfg)
-  devices.set_precision(cfg.precision)
   import keras  # pylint: disable=g-import-not-at-top
+  policy = keras.mixed_precision.global_policy()
+  devices.set_precision(cfg.precision)
   keras.utils.set_random_seed(cfg.seed)
   num_replicas = strategy.num_replicas_in_sync
   if cfg.batch_size % num_replicas:
@@ -172,6 +187,7 @@ def run(cfg):
   finally:
     if lock is not None:
       lock.release()
+    keras.mixed_precision.set_global_policy(policy)  # a library call leaves no global state behind
 
 
 def _run_locked(cfg, strategy, chief, lock):
@@ -185,7 +201,8 @@ def _run_locked(cfg, strategy, chief, lock):
   num_classes = split.num_classes
   steps_per_epoch = split.num_samples / cfg.batch_size
   max_steps = int(cfg.max_number_of_steps or math.ceil(cfg.num_epochs * steps_per_epoch))
-  warn_about_image_sizes(cfg, datasets.image_sizes(cfg.dataset_dir, cfg.dataset_split_name))
+  warn_about_image_sizes(cfg, datasets.image_sizes(cfg.dataset_dir, cfg.dataset_split_name),
+                         datasets.conversion_options(cfg.dataset_dir).get("resize_to"))
 
   # ---------------- Model, optimizer, checkpoint ----------------
   latest = tf.train.latest_checkpoint(cfg.train_dir)
@@ -256,37 +273,60 @@ def _run_locked(cfg, strategy, chief, lock):
   logging.info("Training %s on %s/%s (%d examples, %d classes) for %d steps, global batch %d over %d replica(s).",
                cfg.model_name, cfg.dataset_name, cfg.dataset_split_name, split.num_samples, num_classes,
                max_steps, cfg.batch_size, num_replicas)
+  if cfg.tf_data_service:
+    logging.info("Input pipeline on the tf.data service %s (job %s): batches are not bit-reproducible across "
+                 "runs and resumes.", cfg.tf_data_service, data_service.job_name(cfg.train_dir, start_step))
   wall_start = time.time()
-  if start_step < max_steps:
-    controller.train(steps=max_steps, checkpoint_at_completion=True)
-  elif manager.latest_checkpoint is None or manager.latest_checkpoint != latest:
-    manager.save(checkpoint_number=start_step, check_interval=False)
-  writer.flush()
+  try:
+    # SIGTERM/SIGINT: save at the end of the current loop of steps and stop (slimflowers/preemption.py).
+    with preemption.Watcher(strategy, manager, global_step,
+                            multi_worker=devices.is_multi_worker(strategy)) as watcher:
+      controller.train_actions += (watcher.action,)
+      if start_step < max_steps:
+        controller.train(steps=max_steps, checkpoint_at_completion=True)
+      elif manager.latest_checkpoint is None or manager.latest_checkpoint != latest:
+        manager.save(checkpoint_number=start_step, check_interval=False)
+  except preemption.Preempted:
+    _record_time(run_info, trainer, cfg, wall_start)  # the next process adds its own time to this
+    if chief:
+      run_dir.write_run_info(cfg.train_dir, run_info)
+    raise
+  finally:
+    writer.flush()
+    # Orbit keeps the input iterator alive; drop it now (a tf.data service job ends with it).
+    trainer.train_dataset, trainer._train_iter = None, None  # pylint: disable=protected-access
+    if not chief:
+      fileio.rmtree(ckpt_dir)
 
   # ---------------- Done ----------------
-  timing = trainer.timing
-  t_steps = run_info["timed_steps"] + timing["steps"]
-  t_secs = run_info["timed_secs"] + timing["secs"]
-  run_info.update({
-      "final_step": int(global_step.numpy()), "finished": True,
-      "train_wall_secs": run_info["train_wall_secs"] + (time.time() - wall_start),
-      "timed_steps": t_steps, "timed_secs": t_secs,
-      "sec_per_step": (t_secs / t_steps) if t_steps else None,
-      "images_per_sec": (t_steps * cfg.batch_size / t_secs) if t_secs else None,
-      "steps_per_hour": (3600.0 * t_steps / t_secs) if t_secs else None,
-      "gflops": _gflops(cfg, model),
-  })
+  _record_time(run_info, trainer, cfg, wall_start)
+  run_info.update({"final_step": int(global_step.numpy()), "finished": True, "gflops": _gflops(cfg, model)})
   if chief:
     run_dir.write_run_info(cfg.train_dir, run_info)
-  else:
-    fileio.rmtree(ckpt_dir)
   logging.info("Finished at step %d.%s", run_info["final_step"],
                f" Checkpoints in {cfg.train_dir}." if chief else "")
   return run_info
 
 
-def warn_about_image_sizes(cfg, sizes):
-  """Warnings that teach, from the converter's size summary: heavy upsampling, crops below a few pixels."""
+def _record_time(run_info, trainer, cfg, wall_start):
+  """Adds this process's compile-free training time and wall time to run_info (which holds the earlier ones)."""
+  t_steps = run_info["timed_steps"] + trainer.timing["steps"]
+  t_secs = run_info["timed_secs"] + trainer.timing["secs"]
+  run_info.update({
+      "train_wall_secs": run_info["train_wall_secs"] + (time.time() - wall_start),
+      "timed_steps": t_steps, "timed_secs": t_secs,
+      "sec_per_step": (t_secs / t_steps) if t_steps else None,
+      "images_per_sec": (t_steps * cfg.batch_size / t_secs) if t_secs else None,
+      "steps_per_hour": (3600.0 * t_steps / t_secs) if t_secs else None,
+  })
+
+
+def warn_about_image_sizes(cfg, sizes, resize_to=None):
+  """Warnings that teach, from the converter's records: heavy upsampling, crops below a few pixels."""
+  if resize_to and cfg.train_image_size > resize_to:
+    logging.warning("--train_image_size=%d exceeds the %d px the dataset's images were stored at "
+                    "(download_and_convert_data.py --resize_to=%d): they are upsampled. Re-convert with a larger "
+                    "--resize_to, or train at %d.", cfg.train_image_size, resize_to, resize_to, resize_to)
   if not sizes:
     return
   median_side = min(sizes["height"]["median"], sizes["width"]["median"])

@@ -68,6 +68,9 @@ def define_flags():
   flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
                     "Inception preprocessing's colour distortion: fast (TF-Slim's default fast_mode: brightness + "
                     "saturation), full (+ hue + contrast) or none.")
+  flags.DEFINE_integer("decoded_cache_mb", 1024, "When the training split decodes to at most this many MiB, decode "
+                       "every image once and augment the cached pixels (no JPEG decoding per step; the same "
+                       "augmentation and exact resume). 0: off.")
   flags.DEFINE_bool("random_flip", True, "Random left-right flips (every preprocessing). Turn off for text, "
                     "digits, scans: anything whose mirror image is another class.")
   flags.DEFINE_list("crop_area_range", None, "MIN,MAX area fraction of the inception random crop; default TF-Slim's "
@@ -86,6 +89,8 @@ def define_flags():
   flags.DEFINE_enum("precision", "float32", devices.PRECISIONS, "Compute precision.")
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (faster on GPU, slower on CPU).")
   flags.DEFINE_integer("steps_per_loop", None, "Steps per tf.function call; default log_every_n_steps.")
+  flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher (python -m "
+                      "slimflowers.data_service): decoding and augmentation run on its workers. Not bit-exact.")
   # Fine-tuning.
   flags.DEFINE_string("checkpoint_path", None,
                       "Initialize from: one of our checkpoints or train dirs, or a keras.applications weight file. "

@@ -409,8 +409,10 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
   train_dir = tmp_path / "train"
   model = _save_cifarnet(train_dir, split.num_classes, step=3)
   logits, labels = [], []
+  import nets  # pylint: disable=g-import-not-at-top
+  # The script takes the net's defaults (no run_info.json here): 32 px, cifarnet's preprocessing.
   for batch in input_pipeline.eval_dataset(split, batch_size=split.num_samples, image_size=32,
-                                           preprocessing_name="inception"):
+                                           preprocessing_name=nets.get_spec("cifarnet").preprocessing):
     keep = batch["mask"].numpy().reshape(-1) > 0
     logits.append(model(batch["image"], training=False).numpy()[keep])
     labels.append(batch["label"].numpy().reshape(-1)[keep])

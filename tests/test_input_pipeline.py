@@ -268,3 +268,35 @@ def test_eval_with_filenames_names_every_real_example_in_file_order(splits):
                                              preprocessing_name="inception", with_filenames=True))
   names = [n for b in batches for n in b["filename"].numpy()]
   assert names == expected + [b""]  # the padding example is unnamed
+
+
+def test_decoded_cache_keeps_order_augmentation_and_resume(splits):
+  """The decoded-image cache: the same records in the same order as the JPEG reader, augmented per element
+  with the same draws (the crop cut from pixels differs by at most a few grey levels), and exact resume."""
+  train, _ = splits
+  budget = input_pipeline.decoded_bytes(train)
+  assert budget == sum(h * w * 3 for h, w in _record_sizes(train))
+  for name in ("inception", "vgg", "cifarnet"):
+    jpeg = _take(_train(train, preprocessing_name=name), 12)
+    cached = _take(_train(train, preprocessing_name=name, decoded_cache_bytes=budget), 12)
+    for (xj, yj), (xc, yc) in zip(jpeg, cached):
+      np.testing.assert_array_equal(yj, yc)  # the same records in the same order
+      scale = 2.0 if name == "inception" else 255.0  # the output range (vgg/cifarnet unnormalized scale)
+      assert np.abs(xj - xc).mean() < 0.02 * scale, name
+    full = _take(_train(train, decoded_cache_bytes=budget), 10)
+    resumed = _take(_train(train, decoded_cache_bytes=budget, start_index=4 * 3), 7)
+    for x, y in zip(full[3:], resumed):
+      np.testing.assert_array_equal(x[0], y[0])
+      np.testing.assert_array_equal(x[1], y[1])
+  # Over budget: the JPEG reader, bit for bit.
+  over = _take(_train(train, decoded_cache_bytes=budget - 1), 3)
+  for x, y in zip(over, _take(_train(train), 3)):
+    np.testing.assert_array_equal(x[0], y[0])
+
+
+def _record_sizes(split):
+  out = []
+  for r in tf.data.TFRecordDataset(split.filenames):
+    f = datasets.records.parse_example(r, keys=("image/encoded",))
+    out.append(tuple(tf.io.decode_jpeg(f["image/encoded"]).shape[:2]))
+  return out

@@ -198,3 +198,52 @@ def test_two_workers_resume_from_the_chiefs_checkpoint(two_worker_run, data, tmp
     assert f"RESUMING from {train_dir / f'ckpt-{STEPS}'} (step {STEPS})" in text, text[-3000:]
   # Resumed at STEPS, the two workers end where an uninterrupted 2-replica run ends.
   _assert_same_weights(train_dir / f"ckpt-{2 * STEPS}", two_worker_run.reference / f"ckpt-{2 * STEPS}")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_at_the_same_step_and_they_resume_exactly(data, tmp_path):
+  """TensorFlow's PreemptionCheckpointHandler: the workers agree on the step, save, exit 42, resume exactly."""
+  import random  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from tests import tiny_data as td  # pylint: disable=g-import-not-at-top
+  steps = 24
+  reference = tmp_path / "reference"  # one process, two replicas, uninterrupted (this process's logical CPUs)
+  td.train(reference, data, num_cpu_replicas=2, max_number_of_steps=steps, dropout_rate=0.0, log_every_n_steps=1)
+  train_dir = tmp_path / "shared"
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  procs, logs = [], []
+  for index in range(2):
+    worker_tmp = tmp_path / f"tmp_worker{index}"
+    worker_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(worker_tmp),
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    logs.append(tmp_path / f"worker{index}.log")
+    procs.append(_start(train_dir, data, logs[-1], f"--max_number_of_steps={steps}", "--log_every_n_steps=1",
+                        env=env))
+  rng = random.Random(7)
+  try:
+    deadline = time.time() + TIMEOUT_SECS
+    target = rng.randint(3, steps - 10)
+    while time.time() < deadline:
+      found = [int(m) for m in re.findall(r"step (\d+)/", _read(logs[0]))]
+      if found and max(found) >= target or any(p.poll() is not None for p in procs):
+        break
+      time.sleep(0.05)
+    victim = procs[rng.randint(0, 1)]
+    victim.send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=TIMEOUT_SECS) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  texts = [_read(log) for log in logs]
+  assert codes == [42, 42], (codes, texts[0][-3000:], texts[1][-3000:])
+  stops = [int(re.search(r"SIGTERM at step (\d+); every worker saved", t).group(1)) for t in texts]
+  assert stops[0] == stops[1] < steps, stops
+  assert tf.train.latest_checkpoint(str(train_dir)) == str(train_dir / f"ckpt-{stops[0]}")
+  # Restarted with the same command, both resume at that step and end where the uninterrupted run ends.
+  _, (chief_log, worker_log) = _train_two_workers(train_dir, data, tmp_path, steps)
+  for text in (chief_log, worker_log):
+    assert f"RESUMING from {train_dir / f'ckpt-{stops[0]}'} (step {stops[0]})" in text, text[-3000:]
+  _assert_same_weights(train_dir / f"ckpt-{steps}", reference / f"ckpt-{steps}")
