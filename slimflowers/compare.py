@@ -24,6 +24,10 @@ source that has it wins:
   written by `python -m slimflowers.study`.
 - speed: `run_info.json`, else the median of the `train/` summaries; wall time:
   `run_info.json` `train_wall_secs`, else last minus first `train/` event time.
+- export (columns shown only when some run has one): `export/export_report.json`, written by
+  `export_image_classifier.py` (the study's export of the best checkpoint): SavedModel and int8
+  TFLite sizes, the int8 model's top-1 on the test split, and the CPU latency (batch 1, one thread)
+  of the int8 TFLite model (else the float32 one).
 Missing values are `n/a` in Markdown and empty in the CSV.
 """
 import csv
@@ -62,6 +66,7 @@ class Run:
   validation: list       # results rows sorted by step, one per step
   test_final: dict       # eval_test row at the highest step, or None
   test_best: dict        # eval_test_best row at the highest step, or None
+  export: dict = dataclasses.field(default_factory=dict)  # export/export_report.json, or {}
 
 
 # ----------------------------------------------------------------------------- Reading runs
@@ -172,6 +177,7 @@ def load_run(path, name=None):
       validation=validation,
       test_final=_last_row(run_dir.read_results(run_dir.eval_dir(path, "test"))),
       test_best=_last_row(run_dir.read_results(run_dir.eval_dir(path, "test", best=True))),
+      export=fileio.read_json(os.path.join(path, run_dir.EXPORT_SUBDIR, run_dir.EXPORT_REPORT)),
   )
 
 
@@ -232,7 +238,18 @@ def summarize(run):
     row[key] = value if value is not None else _median_of(run.train, key)
   wall = _number(info.get("train_wall_secs"))
   row["train_wall_secs"] = wall if wall is not None else run.train_wall_secs
+  row.update(_export_values(run.export))
   return row
+
+
+def _export_values(report):
+  """The export columns from an export_report.json's summary (int8 top-1 only when measured on the test split)."""
+  summary = report.get("summary") or {}
+  on_test = summary.get("verify_split") == "test"
+  return {"saved_model_mb": _number(summary.get("saved_model_mb")),
+          "tflite_int8_mb": _number(summary.get("tflite_int8_mb")),
+          "int8_test_top1": _number(summary.get("int8_top1")) if on_test else None,
+          "cpu_latency_ms": _number(summary.get("cpu_latency_ms"))}
 
 
 def _fmt_accuracy_csv(v):
@@ -272,24 +289,39 @@ COLUMNS = (
     ("steps_per_hour", "steps/h", "{:.1f}".format, "{:,.0f}".format),
     ("train_wall_secs", "wall time", "{:.1f}".format, _fmt_wall_md),
 )
+# Shown only when at least one run has an export report (export_image_classifier.py).
+EXPORT_COLUMNS = (
+    ("saved_model_mb", "SavedModel MB", "{:.2f}".format, "{:.1f}".format),
+    ("tflite_int8_mb", "TFLite int8 MB", "{:.2f}".format, "{:.1f}".format),
+    ("int8_test_top1", "int8 test top-1 %", _fmt_accuracy_csv, _fmt_accuracy_md),
+    ("cpu_latency_ms", "CPU ms/img", "{:.2f}".format, "{:.1f}".format),
+)
+
+
+def columns_for(rows):
+  """COLUMNS, plus EXPORT_COLUMNS when some row has an export value."""
+  exported = any(row.get(key) is not None for row in rows for key, *_ in EXPORT_COLUMNS)
+  return COLUMNS + EXPORT_COLUMNS if exported else COLUMNS
 
 
 def format_csv(rows):
+  columns = columns_for(rows)
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  writer.writerow([key for key, *_ in COLUMNS])
+  writer.writerow([key for key, *_ in columns])
   for row in rows:
-    writer.writerow(["" if row[key] is None else fmt(row[key]) for key, _, fmt, _ in COLUMNS])
+    writer.writerow(["" if row[key] is None else fmt(row[key]) for key, _, fmt, _ in columns])
   return out.getvalue()
 
 
 def format_markdown_table(rows):
   """A Markdown table padded into aligned columns, so it reads in a terminal too."""
-  header = [h for _, h, *_ in COLUMNS]
-  body = [["n/a" if row[key] is None else fmt(row[key]).replace("|", "\\|") for key, _, _, fmt in COLUMNS]
+  columns = columns_for(rows)
+  header = [h for _, h, *_ in columns]
+  body = [["n/a" if row[key] is None else fmt(row[key]).replace("|", "\\|") for key, _, _, fmt in columns]
           for row in rows]
   widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
-  right = [fmt is not str for _, _, _, fmt in COLUMNS]
+  right = [fmt is not str for _, _, _, fmt in columns]
 
   def line(cells):
     return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)) + " |"
@@ -307,6 +339,10 @@ def format_markdown(rows, runs):
             "*GFLOPs/img*: forward pass; speed (img/s, s/step, steps/h) as logged by the trainer, excluding "
             "compilation and checkpointing; *wall time*: training, h:mm:ss. Column keys and raw values: results.csv.",
             ""]
+  if columns_for(rows) != COLUMNS:
+    parts[-1:-1] = ["Export (RUN/export/export_report.json): file sizes in MB; *int8 test top-1*: the int8 TFLite "
+                    "model on the test split; *CPU ms/img*: batch 1 on one thread, the int8 TFLite model (else the "
+                    "float32 one).", ""]
   parts += [f"![{name}]({name})" for name in REPORT_FILES if name.endswith(".png")]
   return "\n".join(parts) + "\n"
 
