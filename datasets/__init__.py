@@ -87,9 +87,12 @@ def convert(name, dataset_dir, *, source=None, num_shards=None, num_workers=None
     recorded["resize_to"] = resize_to
   dataset_dir = fileio.abspath(dataset_dir)
   source = fileio.abspath(source) if source else None
-  if fileio.exists(dataset_dir) and not fileio.isdir(dataset_dir):
-    raise errors.BadValue(f"--dataset_dir={dataset_dir} is a file, not a directory. Pass a directory (it is "
-                          "created if missing).")
+  fileio.check_directory_flag("dataset_dir", dataset_dir)
+  if name == "folder" and source and fileio.is_local(source) and fileio.is_local(dataset_dir) and \
+      os.path.commonpath([fileio.local_path(source), fileio.local_path(dataset_dir)]) == fileio.local_path(source):
+    # Your photo folder is only read: shards written into it would also become one more "class".
+    raise errors.BadValue(f"--dataset_dir={dataset_dir} is inside --source={source}: the conversion would write "
+                          "into your photo folder, which is only ever read. Pass a --dataset_dir outside it.")
   with locks.DirLock(dataset_dir, "download_and_convert_data.py"):
     conversion.clean_up(dataset_dir)
     done = conversion.check_dataset_dir(dataset_dir, name, recorded, overwrite=overwrite)

@@ -18,6 +18,7 @@ What it guarantees (README "What is safe"):
   Files that are not regular (FIFOs, sockets, devices) are never opened for reading
   in a way that could block.
 """
+import fnmatch
 import hashlib
 import math
 import multiprocessing
@@ -67,11 +68,19 @@ def check_dataset_dir(dataset_dir, name, options, *, overwrite):
           f"{dataset_dir} already holds {name} converted with options {meta.get('options')}, not {options}. "
           "Pass --overwrite to convert again with the new options, or use another --dataset_dir.")
     return meta if complete else None
-  foreign = [f for f in (records.DATASET_JSON, records.LABELS_FILENAME) if fileio.exists(os.path.join(dataset_dir, f))]
-  if foreign and not _pending(dataset_dir) and not _old_format(dataset_dir):
+  # Files this conversion would write (dataset.json, labels.txt, shards named like ours) that no conversion of
+  # ours wrote: a killed one's are in its pending list, an older format's dataset.json is ours too.
+  if _old_format(dataset_dir):
+    return None
+  pending = set(_pending(dataset_dir) or ())
+  candidates = [f for f in (records.DATASET_JSON, records.LABELS_FILENAME) if fileio.exists(os.path.join(dataset_dir, f))]
+  if fileio.isdir(dataset_dir):
+    candidates += [f for f in fileio.listdir(dataset_dir) if fnmatch.fnmatchcase(f, f"{name}_*-of-*.tfrecord")]
+  foreign = [f for f in candidates if f not in pending]
+  if foreign:
     raise dataset_utils.ConversionError(
-        f"{dataset_dir} holds {' and '.join(foreign)} that no conversion of ours wrote; they are left untouched. "
-        "Convert into an empty or new --dataset_dir.")
+        f"{dataset_dir} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} that no conversion of "
+        "ours wrote; they are left untouched. Convert into an empty or new --dataset_dir.")
   return None
 
 

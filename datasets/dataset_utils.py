@@ -143,6 +143,10 @@ def extract_archive(archive_path, dest_parent, member_root):
   with fileio.atomic_dir(final) as tmp:
     try:
       with tarfile.open(archive_path, "r:*") as tar:  # "r:*": compression detected from the content
+        for member in tar.getmembers():
+          if member.name.startswith(("/", os.sep)) or os.path.isabs(member.name):
+            # The "data" filter would strip the leading "/" and extract it anyway: refuse it instead.
+            raise tarfile.AbsolutePathError(member)
         tar.extractall(tmp, filter="data")
     except tarfile.FilterError as e:
       raise ConversionError(f"{archive_path} has an unsafe member ({e}); nothing was extracted. It is not the "

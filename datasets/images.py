@@ -124,6 +124,11 @@ def prepare_image(data, max_image_side=DEFAULT_MAX_IMAGE_SIDE, resize_to=None):
   width, height, orientation = _header(data)
   if width == 0 or height == 0:
     raise SkipImage("empty image")
+  if fmt == "jpeg" and len(data) * 8 * 64 < width * height:
+    # Every 8x8 block costs at least one bit even in a uniform image; fewer bytes than that means a header
+    # that claims pixels the file does not hold (libjpeg would only warn and fill them with grey).
+    raise SkipImage(f"truncated or corrupt: {len(data):,} bytes cannot hold the {width}x{height} pixels its "
+                    "header claims")
   notes = []
   scale = target_scale(width, height, max_image_side, resize_to)
   if fmt != "jpeg" and width * height > MAX_DECODE_PIXELS:

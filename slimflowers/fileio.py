@@ -62,6 +62,37 @@ def abspath(path):
   return os.path.abspath(os.path.expanduser(local_path(path)))
 
 
+def blocking_file(path):
+  """The first existing non-directory on the way to local `path` (itself included), or None (also for URLs)."""
+  if not is_local(path):
+    return None
+  current = abspath(path)
+  chain = []
+  while True:
+    chain.append(current)
+    parent = os.path.dirname(current)
+    if parent == current:
+      break
+    current = parent
+  for candidate in reversed(chain):
+    if os.path.lexists(candidate) and not os.path.isdir(candidate):
+      return candidate
+  return None
+
+
+def check_directory_flag(flag, path):
+  """Raises errors.BadValue when `path` (the value of --`flag`) is, or lies below, a file."""
+  from slimflowers import errors  # pylint: disable=g-import-not-at-top
+  bad = blocking_file(path)
+  if bad is None:
+    return
+  if bad == abspath(path):
+    raise errors.BadValue(f"--{flag}={path} is a file, not a directory. Pass a directory (it is created if "
+                          "missing).")
+  raise errors.BadValue(f"--{flag}={path} is not a directory path: {bad} is a file. Pass a directory (it is "
+                        "created if missing).")
+
+
 def _gfile():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.io.gfile

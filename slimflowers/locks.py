@@ -121,7 +121,11 @@ class DirLock:
     return isinstance(holder, dict) and holder.get("token") == self.token
 
   def acquire(self):
-    fileio.makedirs(self.directory)
+    try:
+      fileio.makedirs(self.directory)
+    except (NotADirectoryError, FileExistsError) as e:
+      raise errors.BadValue(f"{self.directory} cannot be created: part of that path is a file ({e.filename or e}). "
+                            "Pass a directory path.") from e
     for _ in range(3):
       if self._try_create():
         self.held = True

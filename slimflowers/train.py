@@ -48,9 +48,7 @@ def resolve_config(cfg):
   if not cfg.train_dir:
     raise errors.BadValue("--train_dir is required: the directory for checkpoints and summaries "
                           "(e.g. --train_dir=runs/my_run).")
-  if fileio.exists(cfg.train_dir) and not fileio.isdir(cfg.train_dir):
-    raise errors.BadValue(f"--train_dir={cfg.train_dir} is a file, not a directory. Pass a directory (it is "
-                          "created if missing).")
+  fileio.check_directory_flag("train_dir", cfg.train_dir)
   if not cfg.dataset_dir:
     raise errors.BadValue("--dataset_dir is required: the directory written by download_and_convert_data.py "
                           f"(e.g. python download_and_convert_data.py --dataset_name={cfg.dataset_name} "
@@ -375,7 +373,8 @@ def _run_info(cfg, split, model, train_variables, num_replicas, max_steps, sourc
       "dataset_split_name": cfg.dataset_split_name, "num_examples": split.num_samples,
       "num_classes": split.num_classes, "class_names": [split.labels_to_names[i] for i in range(split.num_classes)],
       "image_size": cfg.train_image_size,
-      "preprocessing_name": cfg.preprocessing_name, "batch_size": cfg.batch_size,
+      "preprocessing_name": cfg.preprocessing_name, "model_overrides": model_overrides(cfg),
+      "batch_size": cfg.batch_size,
       "num_replicas": num_replicas, "precision": cfg.precision,
       "trainable_params": nets.trainable_parameter_count(model),
       "trained_params": int(sum(np.prod(v.shape) for v in train_variables)),
