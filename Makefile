@@ -19,17 +19,22 @@ $(STAMP): requirements.lock
 demo: install
 	$(PY) -m slimflowers.demo
 
+# Two workers (pytest-xdist), one test file each at a time: module fixtures are built once.
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile
+
 test: install
-	$(PY) -m pytest tests
+	$(PYTEST) tests
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 # Speed figures, each against a baseline measured in the same run (see BENCHMARKS.md).
 bench: install
 	$(PY) bench/input_pipeline_bench.py
 	$(PY) bench/train_bench.py
 	$(PY) bench/eval_bench.py
+	$(PY) bench/export_bench.py
+	$(PY) bench/vs_keras.py
 
 clean:
 	rm -rf $(VENV)

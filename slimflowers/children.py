@@ -49,6 +49,7 @@ class Child:
   proc: subprocess.Popen = None
   threads: tuple = ()
   tail: list = dataclasses.field(default_factory=list)  # the last stderr lines, for a failure message
+  started: float = 0.0
 
   def describe(self):
     return f"[{self.label}] command: {shlex.join(self.cmd)}\n  log: {self.log_path}"
@@ -64,15 +65,17 @@ def child_env():
 class Supervisor:
   """Starts children, streams them, waits for them, and stops whichever are still alive."""
 
-  def __init__(self, out=None, echo_stderr=None):
+  def __init__(self, out=None, echo_stderr=None, name="study"):
     self.out = out or sys.stdout
+    self.name = name
     self.echo_stderr = cli.VERBOSE if echo_stderr is None else echo_stderr
     self.live = set()  # started and not yet reaped: what an interrupt must stop
+    self.durations = {}  # label -> seconds from start to exit, summed over starts (the demo prints them)
     self._lock = threading.Lock()
 
   def say(self, message, out=None):
     with self._lock:
-      print(f"[study] {message}", file=out or self.out, flush=True)
+      print(f"[{self.name}] {message}", file=out or self.out, flush=True)
 
   def _pump(self, child, stream, log, to_console):
     prefix = f"[{child.label}] "
@@ -90,7 +93,7 @@ class Supervisor:
   def start(self, label, cmd, log_path):
     """Starts `cmd` in its own process group (so Ctrl-C reaches only the study, which stops it cleanly)."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    child = Child(label=label, cmd=list(cmd), log_path=log_path)
+    child = Child(label=label, cmd=list(cmd), log_path=log_path, started=time.monotonic())
     log = open(log_path, "ab")  # pylint: disable=consider-using-with  (closed by the last pump)
     log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(child.cmd)}\n".encode())
     log.flush()
@@ -109,6 +112,8 @@ class Supervisor:
   def _reap(self, child, timeout=10):
     for t in child.threads:
       t.join(timeout=timeout)
+    if child in self.live:
+      self.durations[child.label] = self.durations.get(child.label, 0.0) + time.monotonic() - child.started
     self.live.discard(child)
 
   def stop(self, children=None, grace_secs=STOP_GRACE_SECS):
@@ -137,9 +142,11 @@ class Supervisor:
 
   def failure(self, name, child):
     tail = "\n    ".join(child.tail) if child.tail else "(no output on stderr)"
-    return ChildFailed(f"{name}: {child.label} failed with exit code {child.proc.returncode}.\n"
+    error = ChildFailed(f"{name}: {child.label} failed with exit code {child.proc.returncode}.\n"
                        f"  command: {shlex.join(child.cmd)}\n  log: {child.log_path}\n  last lines:\n    {tail}\n"
                        "Fix the cause and run the same command again: finished work is kept, the rest resumes.")
+    error.returncode = child.proc.returncode
+    return error
 
   def wait(self, name, children, poll_secs=0.5):
     """Waits for all `children`; the first failure stops the others and raises ChildFailed.

@@ -38,6 +38,7 @@ import math
 import os
 import statistics
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -439,6 +440,7 @@ class Report:
   rows: list
   markdown_table: str
   paths: dict  # file name -> path
+  secs: float = 0.0  # how long reading the runs and writing the report took
 
 
 def default_output_dir(run_dirs):
@@ -451,6 +453,7 @@ def default_output_dir(run_dirs):
 
 def write_report(run_dirs, output_dir=None):
   """Reads the runs and writes the table and plots into `output_dir`; returns a Report."""
+  start = time.monotonic()
   run_dirs = resolve_run_dirs(list(run_dirs))
   output_dir = output_dir or default_output_dir(run_dirs)
   runs = [load_run(p, name) for p, name in zip(run_dirs, _display_names(run_dirs))]
@@ -463,7 +466,8 @@ def write_report(run_dirs, output_dir=None):
   plot_val_accuracy(runs, paths["val_accuracy.png"])
   plot_steps_per_hour(rows, paths["steps_per_hour.png"])
   plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
-  return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths)
+  return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths,
+                secs=time.monotonic() - start)
 
 
 def print_report(report, out=None):

@@ -49,7 +49,11 @@ def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
 
 
 def resolve_model(train_dir, model_name, eval_image_size, preprocessing_name):
-  """(net spec, image size, preprocessing): the flags, else what the run trained with, else the net's defaults."""
+  """(net spec, image size, preprocessing, overrides): the flags, else what the run trained with, else the net's.
+
+  The overrides are the run's (a batch-norm epsilon changes the computation); Inception's auxiliary head
+  is left out (evaluation reads the main logits; expect_partial ignores the head's variables).
+  """
   info = run_dir.read_run_info(train_dir)
   trained = info.get("model_name")
   if model_name is None:
@@ -64,7 +68,8 @@ def resolve_model(train_dir, model_name, eval_image_size, preprocessing_name):
                           f"{trained}. Pass --model_name={trained}.")
   image_size = eval_image_size or info.get("image_size") or spec.default_image_size
   preprocessing_name = preprocessing_name or info.get("preprocessing_name") or spec.preprocessing
-  return spec, image_size, preprocessing_name
+  overrides = {k: v for k, v in (info.get("model_overrides") or {}).items() if k != "aux_logits"}
+  return spec, image_size, preprocessing_name, overrides
 
 
 class _SplitEvaluation:
@@ -89,7 +94,8 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
   # ---------------- Where to look and where to write ----------------
   train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous)
   final_eval_splits = [s for s in final_eval_splits if s != dataset_split_name]
-  spec, image_size, preprocessing_name = resolve_model(train_dir, model_name, eval_image_size, preprocessing_name)
+  spec, image_size, preprocessing_name, overrides = resolve_model(train_dir, model_name, eval_image_size,
+                                                                   preprocessing_name)
 
   # ---------------- Data and model ----------------
   def split_evaluation(split_name):
@@ -105,7 +111,7 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
                image_size, batch_size, strategy.num_replicas_in_sync)
   with strategy.scope():  # built without an auxiliary head (expect_partial ignores its variables)
     with errors.as_user_errors():
-      model = nets.get_model(spec.name, split.num_classes)
+      model = nets.get_model(spec.name, split.num_classes, **overrides)
     if not model.built:
       model(tf.zeros([1, image_size, image_size, 3]), training=False)
   main = split_evaluation(dataset_split_name)
@@ -130,6 +136,7 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
         return result["step"]
 
       if continuous:
+        main.evaluator.warm_up()  # trace now, not when the first checkpoint is waiting
         eval_watch.run_continuous(train_dir, evaluate_fn, done_steps=outputs.done_steps,
                                   eval_interval_secs=eval_interval_secs, eval_timeout_secs=eval_timeout_secs,
                                   heartbeat=lock.heartbeat)

@@ -54,6 +54,8 @@ from slimflowers import run_dir
 REPO_DIR = cli.REPO_DIR
 TRAIN_SCRIPT = os.path.join(REPO_DIR, "train_image_classifier.py")
 EVAL_SCRIPT = os.path.join(REPO_DIR, "eval_image_classifier.py")
+EXPORT_SCRIPT = os.path.join(REPO_DIR, "export_image_classifier.py")
+EXPORT_QUANTIZE = ("float32", "int8")  # the study's export: the reference TFLite and the phone one
 # Trainer flags the study sets itself, per model.
 STUDY_OWNED_TRAIN_FLAGS = {"train_dir": "--runs_dir", "model_name": "--models"}
 
@@ -121,6 +123,7 @@ class StudyConfig:
   preprocessing_name: str = None   # default: the net's
   use_ema: bool = False
   max_number_of_steps: int = None  # when given: a finished run with fewer steps is trained further
+  export: bool = False             # export each model's best-validation checkpoint into RUN/export/
   python: str = sys.executable
 
 
@@ -148,6 +151,22 @@ def eval_command(cfg, model, *, test_split=None):
   if cfg.eval_num_gpus is not None:
     cmd.append(f"--num_gpus={cfg.eval_num_gpus}")
   return cmd
+
+
+def export_command(cfg, model, *, verify_split):
+  train_dir = os.path.join(cfg.runs_dir, model)
+  cmd = [cfg.python, EXPORT_SCRIPT, f"--checkpoint_path={run_dir.best_dir(run_dir.eval_dir(train_dir, 'validation'))}",
+         f"--output_dir={os.path.join(train_dir, run_dir.EXPORT_SUBDIR)}", f"--dataset_dir={cfg.dataset_dir}",
+         f"--quantize={','.join(EXPORT_QUANTIZE)}", f"--verify_split={verify_split}"]
+  if cfg.use_ema:
+    cmd.append("--use_ema")
+  return cmd
+
+
+def exported_step(train_dir):
+  """The checkpoint step RUN/export/ holds (from its export_report.json), or None."""
+  report = fileio.read_json(os.path.join(train_dir, run_dir.EXPORT_SUBDIR, run_dir.EXPORT_REPORT))
+  return report.get("step")
 
 
 # ----------------------------------------------------------------------------- One model
@@ -181,19 +200,42 @@ def run_model(cfg, model, *, has_test, supervisor=None):
       raise StudyError(f"{model}: the evaluator exited without evaluating {', '.join(missing)}; see {eval_log}.")
   else:
     supervisor.say(f"{model}: every evaluation is done ({train_dir})")
+  if cfg.export:
+    export_best(cfg, model, train_dir, test_split or "validation", supervisor)
   return train_dir
+
+
+def export_best(cfg, model, train_dir, verify_split, supervisor):
+  """Exports the best-validation checkpoint into RUN/export/ (once per best step). A failed check is reported,
+  not fatal: the files and export_report.json are kept and the report shows the numbers."""
+  best = run_dir.read_best(run_dir.eval_dir(train_dir, "validation")).get("step")
+  if best is None:
+    supervisor.say(f"{model}: no best checkpoint to export")
+    return
+  if exported_step(train_dir) == best:
+    supervisor.say(f"{model}: best checkpoint (step {best}) already exported ({train_dir}/{run_dir.EXPORT_SUBDIR})")
+    return
+  supervisor.say(f"{model}: exporting the best checkpoint (step {best}) and checking it on {verify_split}")
+  log = os.path.join(train_dir, run_dir.EVAL_LOG)
+  try:
+    supervisor.wait(model, [supervisor.start(f"{model} export", export_command(cfg, model, verify_split=verify_split),
+                                             log)])
+  except children_lib.ChildFailed as e:
+    if e.returncode != 1 or exported_step(train_dir) != best:
+      raise
+    supervisor.say(f"{model}: WARNING: the export failed a check (see the table above and {log}); files kept")
 
 
 # ----------------------------------------------------------------------------- The study
 
-def run_study(cfg, models, *, out=None):
+def run_study(cfg, models, *, out=None, supervisor=None):
   """Trains and evaluates every model in turn, then writes and prints the report; returns compare.Report.
 
   Raises StudyError (or children.ChildFailed) when a child fails, children.Interrupted on
   SIGINT/SIGTERM (children stopped).
   """
   from slimflowers import compare  # pylint: disable=g-import-not-at-top  (matplotlib; only at the end)
-  supervisor = children_lib.Supervisor(out=out)
+  supervisor = supervisor or children_lib.Supervisor(out=out)
   if not models:
     raise StudyError("--models is empty. Pass a comma-separated list, e.g. --models=cifarnet,mobilenet_v1_025 "
                      "(python -m nets lists the names).")
@@ -239,6 +281,9 @@ def define_flags():
                        "The validation evaluator gives up after this long without a new checkpoint (the study "
                        "stops it anyway when training ends or fails).")
   flags.DEFINE_integer("eval_num_gpus", None, "GPUs for the evaluators (default: all visible; 0: CPU).")
+  flags.DEFINE_bool("export", False, "Export each model's best-validation checkpoint into RUN/export/ (SavedModel, "
+                    "TFLite float32 and int8, each checked on the test split) and add its sizes, int8 accuracy and "
+                    "latency to the report.")
   flags.mark_flags_as_required(["models", "runs_dir", "dataset_dir"])
 
 
@@ -264,7 +309,7 @@ def config_from_flags():
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       eval_num_gpus=FLAGS.eval_num_gpus, eval_image_size=FLAGS.train_image_size,
       preprocessing_name=FLAGS.preprocessing_name, use_ema=bool(FLAGS.moving_average_decay),
-      max_number_of_steps=FLAGS.max_number_of_steps)
+      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export)
 
 
 def main(argv):
