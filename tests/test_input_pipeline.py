@@ -58,12 +58,25 @@ def test_train_batches_shapes_dtypes_ranges(splits, name, lo, hi):
 
 
 def test_first_epoch_is_a_permutation_of_the_split(splits):
+  """Every record exactly once per epoch, identified by its image/filename, in a shuffled order that changes."""
   train, _ = splits
-  first = np.concatenate([b[1] for b in _take(_train(train, batch_size=1), NUM_TRAIN)])
-  stored = [int(r) for r in tf.data.TFRecordDataset(train.filenames).map(
-      lambda s: tf.io.parse_single_example(s, {"image/class/label": tf.io.FixedLenFeature([], tf.int64)})[
-          "image/class/label"])]
-  assert sorted(first) == sorted(stored) and list(first) != stored
+  # lenet has no augmentation: each training image is its record's eval image, which names the record.
+  names, by_image = [], {}
+  for serialized in tf.data.TFRecordDataset(train.filenames):
+    f = datasets.records.parse_example(serialized)
+    names.append(f["image/filename"].numpy())
+    image = preprocessing.preprocess_eval(f["image/encoded"], SIZE, "lenet").numpy()
+    by_image[image.tobytes()] = names[-1]
+  assert len(by_image) == len(names) == NUM_TRAIN  # the images tell the records apart
+  stream = _take(_train(train, batch_size=1, preprocessing_name="lenet"), 2 * NUM_TRAIN)
+  seen = [by_image[x[0].tobytes()] for x in stream]
+  first, second = seen[:NUM_TRAIN], seen[NUM_TRAIN:]
+  assert sorted(first) == sorted(names) and sorted(second) == sorted(names)  # each record once per epoch
+  assert first != names and second != first  # shuffled, differently each epoch
+  labels = {n: int(x[1][0]) for n, x in zip(seen, stream)}
+  stored = {n: int(datasets.records.parse_example(r)["image/class/label"])
+            for n, r in zip(names, tf.data.TFRecordDataset(train.filenames))}
+  assert labels == stored  # and each carries its own label
 
 
 def test_same_seed_same_stream_other_seed_other_stream(splits):

@@ -4,11 +4,6 @@ The 2-replica cases run this file as a script in a subprocess: logical CPU
 devices must be configured before TensorFlow initializes, which the pytest
 process has already done.
 """
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -135,33 +130,18 @@ def test_one_replica_matches_numpy(batch_size):
 
 
 def test_two_replicas_match_numpy():
-  """Batch sizes that do not divide the split (4, 6) and do (46); 3 classes clips top-5 to top-3."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--two_replicas"], capture_output=True,
-                        text=True, timeout=120, cwd=root, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert report["replicas"] == 2
-  assert len(report["cases"]) == 4
-  for got, reference in report["cases"]:
-    assert_same(got, reference)
-  assert "--batch_size=5 is not divisible by the 2 replicas" in report["odd_batch_error"]
-  assert "--batch_size=6" in report["odd_batch_error"]
+  """Batch sizes that do not divide the split (4, 6) and do (46); 3 classes clips top-5 to top-3.
 
-
-def _two_replica_main():
+  Two logical CPU replicas in this process (tests/conftest.py splits the CPU at start-up).
+  """
   from slimflowers import devices  # pylint: disable=g-import-not-at-top
   strategy = devices.create_strategy(num_gpus=0, num_cpu_replicas=2)
+  assert strategy.num_replicas_in_sync == 2
   cases = run_cases(strategy, [(7, 4), (7, 6), (7, 46), (3, 4)])
-  try:
+  assert len(cases) == 4
+  for got, reference in cases:
+    assert_same(got, reference)
+  with pytest.raises(ValueError) as e:
     exact_eval.ExactEvaluator(tiny_model(3), padded_batches(*tiny_split(3), 5), strategy, num_classes=3,
-                            global_batch_size=5)
-    error = "no error"
-  except ValueError as e:
-    error = str(e)
-  print(json.dumps({"replicas": strategy.num_replicas_in_sync, "cases": cases, "odd_batch_error": error}))
-
-
-if __name__ == "__main__" and "--two_replicas" in sys.argv:
-  _two_replica_main()
+                              global_batch_size=5)
+  assert "--batch_size=5 is not divisible by the 2 replicas" in str(e.value) and "--batch_size=6" in str(e.value)

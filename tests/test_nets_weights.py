@@ -184,6 +184,7 @@ def keras3_files(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # tf_keras writes the legacy files in a subprocess
 @pytest.mark.parametrize("name", FAST)
 def test_legacy_h5_round_trip(name, legacy_files):
   _round_trip(name, legacy_files, [".h5"])
@@ -194,6 +195,7 @@ def test_keras3_weights_h5_round_trip(name, keras3_files):
   _round_trip(name, keras3_files, [".weights.h5"])
 
 
+@pytest.mark.slow
 def test_mismatching_file_names_first_layer_and_shapes(legacy_files, keras3_files):
   import nets  # pylint: disable=g-import-not-at-top
   model = nets.get_model("mobilenet_v1_025", 10)
@@ -233,7 +235,7 @@ def test_full_file_for_other_class_count_loads_backbone_only(keras3_files):
   keras.backend.clear_session()
 
 
-def test_aux_logits_model_loads_backbone(legacy_files, tmp_path):
+def test_aux_logits_model_loads_backbone(tmp_path):
   """The auxiliary head sits among the backbone layers; loading must skip it, not shift."""
   import keras  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top

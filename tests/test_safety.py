@@ -588,6 +588,7 @@ def trainer_errors(tmp_path_factory, trainer_data):
 
 
 @pytest.mark.parametrize("case", sorted(TRAINER_ERRORS))
+@pytest.mark.slow  # seven trainer processes (each starts TensorFlow); the library's checks are tested fast
 def test_wrong_trainer_flag_is_a_one_line_error_and_writes_nothing(trainer_errors, case):
   run = trainer_errors[case]
   if run.before is None:
@@ -597,6 +598,7 @@ def test_wrong_trainer_flag_is_a_one_line_error_and_writes_nothing(trainer_error
   assert_user_error(run.proc, TRAIN, *TRAINER_ERRORS[case][1])
 
 
+@pytest.mark.slow
 def test_verbosity_1_shows_the_traceback_of_an_expected_error(trainer_errors):
   proc = trainer_errors["verbose"].proc
   assert proc.returncode == 2

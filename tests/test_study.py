@@ -154,13 +154,15 @@ MODELS = ("cifarnet", "mobilenet_v1_025")
 
 @pytest.mark.slow
 def test_study_end_to_end(tmp_path):
-  """Two tiny nets: trainers, validation evaluators beside them, test evaluations, report; a re-run skips all."""
+  """Two tiny nets: trainers, validation evaluators beside them, test evaluations, exports, report; a re-run
+  skips all."""
   from tests import tiny_data  # pylint: disable=g-import-not-at-top
   data = tiny_data.make_dataset(tmp_path / "data", num_classes=3, per_class=12, validation_size=0.25,
                                 test_size=0.25, size=32)
   runs = tmp_path / "runs"
   cmd = [sys.executable, "-m", "slimflowers.study", "--dataset_name=folder", f"--dataset_dir={data}",
          f"--models={','.join(MODELS)}", f"--runs_dir={runs}", "--eval_batch_size=8", "--eval_interval_secs=1",
+         "--export",
          # Trainer flags, forwarded to both trainers:
          "--train_image_size=32", "--batch_size=8", "--max_number_of_steps=6", "--save_interval_steps=3",
          "--save_interval_secs=0", "--log_every_n_steps=3", "--optimizer=momentum", "--learning_rate=0.05"]
@@ -202,16 +204,25 @@ def test_study_end_to_end(tmp_path):
     assert row["best_ckpt_test_top1"] == f"{_jsonl(run / 'eval_test_best' / 'results.jsonl')[-1]['accuracy']:.4f}"
     assert float(row["steps_per_hour"]) > 0 and float(row["train_wall_secs"]) > 0
   assert f"| {MODELS[0]}" in first.stdout and f"tensorboard --logdir {runs}" in first.stdout
+  # --export: each model's best checkpoint exported, checked on the test split, and in the report.
+  for row in rows:
+    run = runs / row["model"]
+    best = json.loads((run / "eval_validation" / "best" / "best.json").read_text())
+    export = json.loads((run / "export" / "export_report.json").read_text())
+    assert export["step"] == best["step"] and (run / "export" / "model_int8.tflite").stat().st_size > 0
+    assert (run / "export" / "saved_model" / "saved_model.pb").is_file()
+    assert float(row["tflite_int8_mb"]) > 0 and row["int8_test_top1"] != ""
 
   # Re-running skips what is done: run_model on the real run directories starts no process at all
   # (a python that does not exist would fail any start).
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(data), runs_dir=str(runs),
-                          max_number_of_steps=6, python="/nonexistent/python")
+                          max_number_of_steps=6, export=True, python="/nonexistent/python")
   out = io.StringIO()
   for model in MODELS:
     study.run_model(cfg, model, has_test=True, supervisor=children.Supervisor(out))
     assert f"{model}: training already finished at step 6" in out.getvalue()
     assert f"{model}: every evaluation is done" in out.getvalue()
+    assert f"{model}: best checkpoint (step" in out.getvalue() and "already exported" in out.getvalue()
   # ... and asking for more steps trains further (here: tries to start the trainer).
   cfg.max_number_of_steps = 8
   with pytest.raises(FileNotFoundError, match="/nonexistent/python"):

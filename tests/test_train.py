@@ -101,6 +101,7 @@ def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
   assert any(not np.allclose(before[k], one[k], rtol=1e-4, atol=1e-5) for k in one)
 
 
+@pytest.mark.slow  # a subprocess of its own (the property is about a process)
 def test_xla_step_matches_the_plain_step(data, tmp_path):
   extra = ["--max_number_of_steps=2", "--log_every_n_steps=1", "--dropout_rate=0", "--color_distortion=full",
            "--preprocessing_name=inception"]
@@ -115,6 +116,7 @@ def test_xla_step_matches_the_plain_step(data, tmp_path):
   assert "Compiled cluster using XLA" in proc.stderr  # the step really went through XLA
 
 
+@pytest.mark.slow  # a subprocess of its own (the property is about a process)
 def test_kill_and_restart_finishes_like_an_uninterrupted_run(data, tmp_path):
   extra = dict(max_number_of_steps=16, save_interval_steps=2, moving_average_decay=0.9)
   _train(tmp_path / "straight", data, **extra)
@@ -256,6 +258,7 @@ def _wait_for_step(log_path, step, proc, timeout=240):
   raise AssertionError(f"no step {step} in {log_path} (exit {proc.poll()}):\n{log_path.read_text()[-3000:]}")
 
 
+@pytest.mark.slow  # subprocesses: the property is about a process and its signals
 @pytest.mark.parametrize("signum,seed", [(signal.SIGTERM, 1), (signal.SIGINT, 2)])
 def test_sigterm_saves_the_current_step_and_a_restart_loses_nothing(data, tmp_path, signum, seed):
   """A scheduler's SIGTERM (or Ctrl-C) at a random step: checkpoint at that step, exit 42, exact resume."""
@@ -291,3 +294,26 @@ def test_sigterm_saves_the_current_step_and_a_restart_loses_nothing(data, tmp_pa
     wa, wb = _weights(a, ema=ema), _weights(b, ema=ema)
     for k in wa:
       np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=f"{k} ema={ema}")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(num_epochs=-1.0), "--num_epochs=-1.0 must be > 0"),
+    (dict(max_number_of_steps=-5), "--max_number_of_steps=-5 must be >= 1"),
+    (dict(model_name="resnet5"), "Unknown net 'resnet5'"),
+    (dict(crop_area_range=["0.5"]), "--crop_area_range=0.5: give MIN,MAX"),
+    (dict(crop_area_range=["0.5", "0.2"]), "--crop_area_range=0.5,0.2: use MIN,MAX"),
+    (dict(decoded_cache_mb=-1), "--decoded_cache_mb=-1 must be >= 0"),
+    (dict(max_number_of_steps=None, num_epochs=None), "Set --max_number_of_steps or --num_epochs"),
+])
+def test_bad_flags_are_one_line_user_errors(tmp_path, overrides, message):
+  """The checks behind the script's exit-2 errors (test_safety.py runs some through the script)."""
+  from slimflowers import train as train_lib, train_flags  # pylint: disable=g-import-not-at-top
+  flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=str(tmp_path / "data"),
+                max_number_of_steps=2)
+  flags_.update(overrides)
+  with pytest.raises(errors.UserError) as e:
+    train_lib.resolve_config(train_flags.config(**flags_))
+  assert message in str(e.value) and "\n" not in str(e.value).strip()
+  (tmp_path / "a_file").write_text("x")
+  with pytest.raises(errors.BadValue, match="is a file, not a directory"):
+    train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides, train_dir=str(tmp_path / "a_file"))))
