@@ -13,9 +13,10 @@ alternating between the two methods, after one warm-up pass each (tracing exclud
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import bench_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -27,19 +28,6 @@ flags.DEFINE_integer("num_classes", 17, "Classes of the fake split.")
 flags.DEFINE_integer("repeats", 3, "Timed passes per method; the best is reported.")
 flags.DEFINE_integer("num_cpu_replicas", 0, "Logical CPU replicas for our evaluator (predict uses one device).")
 FLAGS = flags.FLAGS
-
-
-def _best_rates(fns, n, repeats):
-  """Best images/s of each fn; timed passes alternate between them so both see the same machine load."""
-  for fn in fns:
-    fn()  # warm-up: tracing and first-call costs excluded
-  best = [float("inf")] * len(fns)
-  for _ in range(repeats):
-    for i, fn in enumerate(fns):
-      start = time.perf_counter()
-      fn()
-      best[i] = min(best[i], time.perf_counter() - start)
-  return [n / b for b in best]
 
 
 def bench_one(strategy, model_name, batch, size, n):
@@ -64,7 +52,8 @@ def bench_one(strategy, model_name, batch, size, n):
     model = nets.get_model(model_name, num_classes)
   evaluator = exact_eval.ExactEvaluator(model, padded, strategy, num_classes=num_classes, global_batch_size=batch,
                                         expected_examples=n)
-  ours, predict = _best_rates([evaluator.evaluate, lambda: model.predict(plain, verbose=0)], n, FLAGS.repeats)
+  ours, predict = bench_utils.best_rates([evaluator.evaluate, lambda: model.predict(plain, verbose=0)], n,
+                                         FLAGS.repeats)
   result = evaluator.evaluate()
   agree = float(np.mean(model.predict(plain, verbose=0).argmax(axis=1) == labels))
   keras.backend.clear_session()

@@ -22,6 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import bench_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 from slimflowers import cli  # pylint: disable=g-import-not-at-top,g-bad-import-order  (quiets TensorFlow)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -34,19 +36,6 @@ flags.DEFINE_integer("num_classes", 102, "Classes of the head.")
 flags.DEFINE_integer("repeats", 3, "Timed passes per method; the best is reported.")
 flags.DEFINE_list("quantize", ["float32", "float16", "dynamic", "int8"], "TFLite variants to time.")
 FLAGS = flags.FLAGS
-
-
-def _best_rates(fns, n, repeats):
-  """Best images/s of each fn; timed passes alternate between them so all see the same machine load."""
-  for fn in fns:
-    fn()
-  best = [float("inf")] * len(fns)
-  for _ in range(repeats):
-    for i, fn in enumerate(fns):
-      start = time.perf_counter()
-      fn()
-      best[i] = min(best[i], time.perf_counter() - start)
-  return [n / b for b in best]
 
 
 def _photos(n, size):
@@ -94,7 +83,7 @@ def bench_one(name, size):
       difference = np.abs(fn() - expected).max() / max(np.abs(expected).max(), 1e-12)
       if difference > 1e-4:
         raise RuntimeError(f"{name}: {label} logits differ from predict's by {difference:.2e} (relative)")
-    rates = _best_rates([run_predict, run_preprocessed, run_default], len(images), FLAGS.repeats)
+    rates = bench_utils.best_rates([run_predict, run_preprocessed, run_default], len(images), FLAGS.repeats)
 
   tflite = {}
   calibration = lambda: iter(images)
