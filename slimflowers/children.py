@@ -55,11 +55,16 @@ class Child:
     return f"[{self.label}] command: {shlex.join(self.cmd)}\n  log: {self.log_path}"
 
 
-def child_env():
+def child_env(extra=None):
   env = dict(os.environ)
   env["PYTHONUNBUFFERED"] = "1"      # lines appear as they are written
   env["SLIMFLOWERS_VERBOSE"] = "1"   # full detail in the log file; the console shows stdout only
+  env.update(extra or {})
   return env
+
+
+class Closed(RuntimeError):
+  """A child was to be started after the supervisor began stopping everything (another model failed)."""
 
 
 class Supervisor:
@@ -71,6 +76,7 @@ class Supervisor:
     self.echo_stderr = cli.VERBOSE if echo_stderr is None else echo_stderr
     self.live = set()  # started and not yet reaped: what an interrupt must stop
     self.durations = {}  # label -> seconds from start to exit, summed over starts (the demo prints them)
+    self.closed = False  # set by close(): no child starts any more (models run side by side, one failed)
     self._lock = threading.Lock()
 
   def say(self, message, out=None):
@@ -90,16 +96,23 @@ class Supervisor:
           self.out.write(prefix + line + "\n")
           self.out.flush()
 
-  def start(self, label, cmd, log_path):
-    """Starts `cmd` in its own process group (so Ctrl-C reaches only the study, which stops it cleanly)."""
+  def start(self, label, cmd, log_path, env=None):
+    """Starts `cmd` in its own process group (so Ctrl-C reaches only the study, which stops it cleanly).
+
+    `env`: variables added to the child's environment. Raises Closed after close().
+    """
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     child = Child(label=label, cmd=list(cmd), log_path=log_path, started=time.monotonic())
     log = open(log_path, "ab")  # pylint: disable=consider-using-with  (closed by the last pump)
     log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(child.cmd)}\n".encode())
     log.flush()
-    child.proc = subprocess.Popen(child.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True)
-    self.live.add(child)
+    with self._lock:  # close() sees every child started before it, and none starts after it
+      if self.closed:
+        log.close()
+        raise Closed(f"not starting {label}: the study is stopping")
+      child.proc = subprocess.Popen(child.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, env=child_env(env), start_new_session=True)
+      self.live.add(child)
     threads = [threading.Thread(target=self._pump, args=(child, child.proc.stdout, log, True), daemon=True),
                threading.Thread(target=self._pump, args=(child, child.proc.stderr, log, False), daemon=True)]
     for t in threads:
@@ -112,13 +125,21 @@ class Supervisor:
   def _reap(self, child, timeout=10):
     for t in child.threads:
       t.join(timeout=timeout)
-    if child in self.live:
-      self.durations[child.label] = self.durations.get(child.label, 0.0) + time.monotonic() - child.started
-    self.live.discard(child)
+    with self._lock:  # several threads may reap the same child (models side by side)
+      if child in self.live:
+        self.durations[child.label] = self.durations.get(child.label, 0.0) + time.monotonic() - child.started
+      self.live.discard(child)
+
+  def close(self):
+    """Stops every live child and refuses new ones (Closed): the end of a study whose models run side by side."""
+    with self._lock:
+      self.closed = True
+    self.stop()
 
   def stop(self, children=None, grace_secs=STOP_GRACE_SECS):
     """SIGTERM to each running child's process group, then SIGKILL to whatever is left after `grace_secs`."""
-    children = list(self.live if children is None else children)
+    with self._lock:
+      children = list(self.live if children is None else children)
     running = [c for c in children if c.proc is not None and c.proc.poll() is None]
     for child in running:
       self.say(f"stopping {child.label} (pid {child.proc.pid})")

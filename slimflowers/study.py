@@ -7,7 +7,8 @@
     # [alexnet train] 12:00:05 step 10/960 | loss 4.61 | ...   [alexnet eval] 12:01:00 eval validation step 100: ...
     # ... then the comparison table and the report's paths.
 
-For each model in turn, in `RUNS/<model>/` (the trainer's --train_dir), two processes:
+For each model in turn (or --parallel_models at once), in `RUNS/<model>/` (the trainer's --train_dir), two
+processes:
   1. train_image_classifier.py;
   2. beside it, a continuous eval_image_classifier.py on the validation split
      (`RUNS/<model>/eval_validation/`, with best/), which, after the final step and when
@@ -37,6 +38,7 @@ its log file and its last lines.
 """
 from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
+import concurrent.futures  # pylint: disable=g-import-not-at-top,wrong-import-order
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-order
 import os
 import shlex
@@ -124,7 +126,16 @@ class StudyConfig:
   use_ema: bool = False
   max_number_of_steps: int = None  # when given: a finished run with fewer steps is trained further
   export: bool = False             # export each model's best-validation checkpoint into RUN/export/
+  parallel_models: int = 1         # models trained at once, the CPU cores shared out (child_env)
   python: str = sys.executable
+
+
+def child_env(cfg):
+  """Extra environment of every child: with models side by side, each process gets its share of the cores as
+  TensorFlow's intra-op threads (TF_NUM_INTRAOP_THREADS), so they do not oversubscribe the CPU."""
+  if cfg.parallel_models <= 1:
+    return None
+  return {"TF_NUM_INTRAOP_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.parallel_models))}
 
 
 def train_command(cfg, model):
@@ -179,14 +190,15 @@ def run_model(cfg, model, *, has_test, supervisor=None):
   test_split = "test" if has_test else None
 
   def evaluator():
-    return supervisor.start(f"{model} eval", eval_command(cfg, model, test_split=test_split), eval_log)
+    return supervisor.start(f"{model} eval", eval_command(cfg, model, test_split=test_split), eval_log,
+                            env=child_env(cfg))
 
   if training_done(train_dir, cfg.max_number_of_steps):
     supervisor.say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})")
   else:
     supervisor.say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, "
                    f"{eval_log})")
-    trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log)
+    trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log, env=child_env(cfg))
     supervisor.wait(model, [trainer, evaluator()])
     if not training_done(train_dir):
       raise StudyError(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
@@ -219,7 +231,7 @@ def export_best(cfg, model, train_dir, verify_split, supervisor):
   log = os.path.join(train_dir, run_dir.EVAL_LOG)
   try:
     supervisor.wait(model, [supervisor.start(f"{model} export", export_command(cfg, model, verify_split=verify_split),
-                                             log)])
+                                             log, env=child_env(cfg))])
   except children_lib.ChildFailed as e:
     if e.returncode != 1 or exported_step(train_dir) != best:
       raise
@@ -251,20 +263,49 @@ def run_study(cfg, models, *, out=None, supervisor=None):
   fileio.makedirs(cfg.runs_dir)
   supervisor.say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
                  f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
-  run_dirs = []
+  def one(i, model):
+    supervisor.say(f"===== model {i}/{len(models)}: {model} =====")
+    start = time.monotonic()
+    train_dir = run_model(cfg, model, has_test=has_test, supervisor=supervisor)
+    supervisor.say(f"{model}: done in {time.monotonic() - start:.0f}s")
+    return train_dir
+
   with children_lib.StopOnSignals(supervisor.say):
     try:
-      for i, model in enumerate(models, 1):
-        supervisor.say(f"===== model {i}/{len(models)}: {model} =====")
-        start = time.monotonic()
-        run_dirs.append(run_model(cfg, model, has_test=has_test, supervisor=supervisor))
-        supervisor.say(f"{model}: done in {time.monotonic() - start:.0f}s")
+      if cfg.parallel_models <= 1:
+        run_dirs = [one(i, model) for i, model in enumerate(models, 1)]
+      else:
+        run_dirs = _side_by_side(cfg, models, one, supervisor)
     finally:
       supervisor.stop()  # whatever an interrupt or error left running
   report = compare.write_report(run_dirs, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR))
   compare.print_report(report, supervisor.out)
   supervisor.say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}")
   return report
+
+
+def _side_by_side(cfg, models, one, supervisor):
+  """Runs `one(i, model)` for up to cfg.parallel_models models at once, a thread each; returns their run
+  directories in `models` order. The first failure (or an interrupt, raised in this, the main thread) closes
+  the supervisor -- every child stopped, none started after -- and is raised once the threads are done."""
+  supervisor.say(f"{cfg.parallel_models} models at a time, each process with "
+                 f"{child_env(cfg)['TF_NUM_INTRAOP_THREADS']} intra-op thread(s) (--parallel_models)")
+  pool = concurrent.futures.ThreadPoolExecutor(cfg.parallel_models, thread_name_prefix="study")
+  futures = [pool.submit(one, i, model) for i, model in enumerate(models, 1)]
+  try:
+    pending = set(futures)
+    while pending:  # short waits: SIGINT/SIGTERM raise Interrupted here, in the main thread
+      done, pending = concurrent.futures.wait(pending, timeout=0.5, return_when=concurrent.futures.FIRST_EXCEPTION)
+      for future in done:
+        future.result()  # the first failure
+    return [future.result() for future in futures]
+  except BaseException:
+    for future in futures:
+      future.cancel()  # models not started yet
+    supervisor.close()  # the others' children stop; their threads end with ChildFailed or Closed, not raised
+    raise
+  finally:
+    pool.shutdown(wait=True)
 
 
 # ----------------------------------------------------------------------------- Command line
@@ -284,6 +325,11 @@ def define_flags():
   flags.DEFINE_bool("export", False, "Export each model's best-validation checkpoint into RUN/export/ (SavedModel, "
                     "TFLite float32 and int8, each checked on the test split) and add its sizes, int8 accuracy and "
                     "latency to the report.")
+  flags.DEFINE_integer("parallel_models", 1, "Train this many models at once, the CPU cores shared out among "
+                       "their processes. For CPU-only runs of small nets, which use about one core each: 2 on a 2-core "
+                       "machine halves the study's time (BENCHMARKS.md, The demo). The report's speed columns are then "
+                       "measured on a shared machine (3-13 % lower): compare speeds from one-at-a-time runs. On GPUs "
+                       "keep 1: models would share the accelerator.", lower_bound=1)
   flags.mark_flags_as_required(["models", "runs_dir", "dataset_dir"])
 
 
@@ -309,7 +355,7 @@ def config_from_flags():
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       eval_num_gpus=FLAGS.eval_num_gpus, eval_image_size=FLAGS.train_image_size,
       preprocessing_name=FLAGS.preprocessing_name, use_ema=bool(FLAGS.moving_average_decay),
-      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export)
+      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models)
 
 
 def main(argv):

@@ -147,6 +147,75 @@ def test_unfinished_evaluation_is_resumed_by_one_evaluator_and_no_trainer(tmp_pa
   assert "--final_eval_splits=test" in command.split() and "--continuous" in command.split()
 
 
+def test_child_env_adds_to_the_environment(tmp_path):
+  out = io.StringIO()
+  supervisor = children.Supervisor(out)
+  child = supervisor.start("m train", _py("import os; print(os.environ['TF_NUM_INTRAOP_THREADS'], "
+                                          "os.environ['PYTHONUNBUFFERED'])"), str(tmp_path / "log"),
+                           env={"TF_NUM_INTRAOP_THREADS": "3"})
+  supervisor.wait("m", [child])
+  assert "[m train] 3 1\n" in out.getvalue()
+
+
+def test_threads_are_shared_out_only_side_by_side(monkeypatch):
+  monkeypatch.setattr(os, "cpu_count", lambda: 8)
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir="/d", runs_dir="/r")
+  assert study.child_env(cfg) is None  # one model at a time: TensorFlow's default, all cores
+  cfg.parallel_models = 2
+  assert study.child_env(cfg) == {"TF_NUM_INTRAOP_THREADS": "4"}
+  cfg.parallel_models = 16
+  assert study.child_env(cfg) == {"TF_NUM_INTRAOP_THREADS": "1"}
+
+
+THREE = ("cifarnet", "alexnet", "mobilenet_v1_025")  # registered nets (the study checks the names)
+
+
+def _side_by_side_study(tmp_path, monkeypatch, child_code):
+  """A study of three models, two at a time, whose run_model starts one child running child_code(model)."""
+  def fake_run_model(cfg, model, *, has_test, supervisor):
+    del has_test
+    child = supervisor.start(f"{model} train", _py(child_code(model)), str(tmp_path / model / "train.log"),
+                             env=study.child_env(cfg))
+    supervisor.wait(model, [child])
+    return str(tmp_path / model)
+
+  monkeypatch.setattr(study, "run_model", fake_run_model)
+  monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation"})
+  from slimflowers import compare  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir: ("report", run_dirs))
+  monkeypatch.setattr(compare, "print_report", lambda *unused: None)
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"),
+                          parallel_models=2)
+  return cfg, children.Supervisor(io.StringIO())
+
+
+def test_models_side_by_side_overlap_and_report_in_order(tmp_path, monkeypatch):
+  """--parallel_models=2: two models run at once (their time windows overlap), the third when one is done,
+  and the report lists the models in the order given."""
+  code = lambda m: (f"import time; t = time.time(); time.sleep(1.5); "
+                    f"open({str(tmp_path)!r} + '/{m}.times', 'w').write(f'{{t}} {{time.time()}}')")
+  cfg, supervisor = _side_by_side_study(tmp_path, monkeypatch, code)
+  models = list(THREE)
+  assert study.run_study(cfg, models, supervisor=supervisor) == ("report", [str(tmp_path / m) for m in models])
+  (s1, e1), (s2, e2), (s3, unused_e3) = [map(float, (tmp_path / f"{m}.times").read_text().split()) for m in models]
+  assert s2 < e1 and s1 < e2  # the first two overlap
+  assert s3 >= min(e1, e2) - 0.2  # the third waited for a free slot
+  assert "2 models at a time" in supervisor.out.getvalue()
+
+
+def test_a_failure_side_by_side_stops_the_other_model_and_starts_no_new_one(tmp_path, monkeypatch):
+  code = lambda m: ("import sys, time; time.sleep(1); print('first broke', file=sys.stderr); sys.exit(3)" if m == THREE[0]
+                    else f"import time; open({str(tmp_path)!r} + '/{m}.started', 'w'); time.sleep(120)")
+  cfg, supervisor = _side_by_side_study(tmp_path, monkeypatch, code)
+  start = time.monotonic()
+  with pytest.raises(children.ChildFailed, match=f"{THREE[0]} train failed with exit code 3") as e:
+    study.run_study(cfg, list(THREE), supervisor=supervisor)
+  assert time.monotonic() - start < 60  # m2 was stopped, not waited for
+  assert "first broke" in str(e.value)
+  assert (tmp_path / f"{THREE[1]}.started").exists() and not (tmp_path / f"{THREE[2]}.started").exists()
+  assert not supervisor.live and f"stopping {THREE[1]} train" in supervisor.out.getvalue()
+
+
 # ----------------------------------------------------------------------------- End to end, real scripts
 
 MODELS = ("cifarnet", "mobilenet_v1_025")
