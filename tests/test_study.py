@@ -192,7 +192,7 @@ def _side_by_side_study(tmp_path, monkeypatch, child_code):
 def test_models_side_by_side_overlap_and_report_in_order(tmp_path, monkeypatch):
   """--parallel_models=2: two models run at once (their time windows overlap), the third when one is done,
   and the report lists the models in the order given."""
-  code = lambda m: (f"import time; t = time.time(); time.sleep(1.5); "
+  code = lambda m: (f"import time; t = time.time(); time.sleep(0.7); "
                     f"open({str(tmp_path)!r} + '/{m}.times', 'w').write(f'{{t}} {{time.time()}}')")
   cfg, supervisor = _side_by_side_study(tmp_path, monkeypatch, code)
   models = list(THREE)
@@ -204,7 +204,7 @@ def test_models_side_by_side_overlap_and_report_in_order(tmp_path, monkeypatch):
 
 
 def test_a_failure_side_by_side_stops_the_other_model_and_starts_no_new_one(tmp_path, monkeypatch):
-  code = lambda m: ("import sys, time; time.sleep(1); print('first broke', file=sys.stderr); sys.exit(3)" if m == THREE[0]
+  code = lambda m: ("import sys, time; time.sleep(0.5); print('first broke', file=sys.stderr); sys.exit(3)" if m == THREE[0]
                     else f"import time; open({str(tmp_path)!r} + '/{m}.started', 'w'); time.sleep(120)")
   cfg, supervisor = _side_by_side_study(tmp_path, monkeypatch, code)
   start = time.monotonic()

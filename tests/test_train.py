@@ -237,6 +237,7 @@ def test_fine_tune_backbone_from_keras_applications_weight_file(data, tmp_path):
     np.testing.assert_array_equal(after[k], expected[k], err_msg=k)
 
 
+@pytest.mark.slow  # ~13 s, nearly all of it tracing RandAugment's graph; make test runs it
 def test_augmentations_mixup_cutmix_and_bfloat16_run(data, tmp_path):
   train_dir = tmp_path / "aug"
   _train(train_dir, data, max_number_of_steps=2, augment="randaugment", random_erasing=0.25, mixup_alpha=0.2,
