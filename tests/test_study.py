@@ -216,6 +216,42 @@ def test_a_failure_side_by_side_stops_the_other_model_and_starts_no_new_one(tmp_
   assert not supervisor.live and f"stopping {THREE[1]} train" in supervisor.out.getvalue()
 
 
+def test_sigint_side_by_side_stops_every_model_and_exits_130(tmp_path):
+  """Ctrl-C while two models run at once: the main thread gets it, every child of both models stops."""
+  pids = tmp_path / "pids"
+  driver = f"""
+      import os, sys
+      from slimflowers import children, compare, study
+      def fake_run_model(cfg, model, *, has_test, supervisor):
+        kid = supervisor.start(model + " train", [sys.executable, "-c", "import time; time.sleep(120)"],
+                               {str(tmp_path)!r} + "/" + model + ".log")
+        with open({str(pids)!r}, "a") as f:
+          f.write(str(kid.proc.pid) + "\\n")
+        supervisor.wait(model, [kid])
+      study.run_model = fake_run_model
+      study.dataset_splits = lambda *unused: {{"train", "validation"}}
+      cfg = study.StudyConfig(dataset_name="folder", dataset_dir={str(tmp_path)!r},
+                              runs_dir={str(tmp_path / "runs")!r}, parallel_models=2)
+      try:
+        study.run_study(cfg, {list(THREE)!r})
+      except children.Interrupted as e:
+        sys.exit(128 + e.signum)
+  """
+  proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.monotonic() + 120
+  while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  child_pids = [int(p) for p in pids.read_text().split()]
+  proc.send_signal(signal.SIGINT)
+  output, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130, output
+  assert f"stopping {THREE[0]} train" in output and f"stopping {THREE[1]} train" in output
+  assert len(pids.read_text().split()) == 2  # the third model never started
+  for pid in child_pids:
+    with pytest.raises(ProcessLookupError):
+      os.kill(pid, 0)
+
+
 # ----------------------------------------------------------------------------- End to end, real scripts
 
 MODELS = ("cifarnet", "mobilenet_v1_025")
