@@ -95,3 +95,18 @@ def test_never_replaces_a_folder_it_did_not_generate(tmp_path, where):
   with pytest.raises(dataset_utils.ConversionError, match=r"already exists and was not generated.*left untouched"):
     datasets.convert("synthetic_flowers", str(out), num_images=NUM_IMAGES, num_workers=1, **kwargs)
   assert _tree(str(photos)) == before
+
+
+def test_a_generated_tree_is_regenerated_only_when_it_holds_nothing_else(tmp_path):
+  """Other settings replace a tree the generator wrote; a photo the user added to it stops that, intact."""
+  root = tmp_path / "flowers"
+  synthetic_flowers.generate(str(root), NUM_IMAGES, seed=0)
+  mine = root / "daisy" / "holiday.jpg"
+  mine.write_bytes(b"\xff\xd8\xff precious")
+  before = _tree(str(root))
+  with pytest.raises(dataset_utils.ConversionError, match=r"holds files the generator did not write.*holiday\.jpg"):
+    synthetic_flowers.generate(str(root), NUM_IMAGES + 5, seed=0)
+  assert _tree(str(root)) == before
+  mine.unlink()
+  synthetic_flowers.generate(str(root), NUM_IMAGES + 5, seed=0)  # only its own files: replaced
+  assert sum(len(files) for _, _, files in os.walk(root)) == NUM_IMAGES + 5 + 1  # the images and the marker
