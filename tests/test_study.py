@@ -57,6 +57,23 @@ def test_failing_child_stops_the_others_and_names_command_and_log(tmp_path):
   assert sleeper.proc.poll() is not None  # the evaluator was stopped too
 
 
+def _sigint_after_children_start(driver, pids, num_children, timeout=60):
+  """Runs `driver`, waits until it lists `num_children` child pids in `pids`, sends SIGINT; asserts exit 130 and
+  that every listed child is gone. Returns the driver's output."""
+  proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.monotonic() + timeout
+  while not (pids.exists() and len(pids.read_text().split()) == num_children) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  child_pids = [int(p) for p in pids.read_text().split()]
+  proc.send_signal(signal.SIGINT)
+  output, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130, output
+  for pid in child_pids:
+    with pytest.raises(ProcessLookupError):
+      os.kill(pid, 0)
+  return output
+
+
 def test_sigint_stops_trainer_and_evaluator(tmp_path):
   """Ctrl-C on the study: children (in their own process groups) are terminated, exit code 130."""
   pids = tmp_path / "pids"
@@ -73,18 +90,8 @@ def test_sigint_stops_trainer_and_evaluator(tmp_path):
       except children.Interrupted as e:
         sys.exit(128 + e.signum)
   """
-  proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.monotonic() + 60
-  while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
-    time.sleep(0.1)
-  child_pids = [int(p) for p in pids.read_text().split()]
-  proc.send_signal(signal.SIGINT)
-  output, _ = proc.communicate(timeout=60)
-  assert proc.returncode == 130, output
+  output = _sigint_after_children_start(driver, pids, 2)
   assert "stopping train" in output and "stopping eval" in output
-  for pid in child_pids:
-    with pytest.raises(ProcessLookupError):
-      os.kill(pid, 0)
 
 
 def test_study_owned_flags_are_refused():
@@ -237,19 +244,9 @@ def test_sigint_side_by_side_stops_every_model_and_exits_130(tmp_path):
       except children.Interrupted as e:
         sys.exit(128 + e.signum)
   """
-  proc = subprocess.Popen(_py(driver), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.monotonic() + 120
-  while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
-    time.sleep(0.1)
-  child_pids = [int(p) for p in pids.read_text().split()]
-  proc.send_signal(signal.SIGINT)
-  output, _ = proc.communicate(timeout=60)
-  assert proc.returncode == 130, output
+  output = _sigint_after_children_start(driver, pids, 2, timeout=120)
   assert f"stopping {THREE[0]} train" in output and f"stopping {THREE[1]} train" in output
   assert len(pids.read_text().split()) == 2  # the third model never started
-  for pid in child_pids:
-    with pytest.raises(ProcessLookupError):
-      os.kill(pid, 0)
 
 
 # ----------------------------------------------------------------------------- End to end, real scripts
