@@ -426,11 +426,7 @@ def main(argv):
   from slimflowers import children  # pylint: disable=g-import-not-at-top
   from slimflowers import errors  # pylint: disable=g-import-not-at-top
   try:
-    with children.StopOnSignals():
-      race()
-  except children.Interrupted as e:
-    print(f"[race] {e}: both sides stopped.", file=sys.stderr)
-    sys.exit(128 + e.signum)
+    children.exit_on_interrupt(race, "race", "both sides stopped.")
   except (RaceError, errors.UserError) as e:
     print(f"vs_keras.py: error: {e}", file=sys.stderr)
     sys.exit(2)

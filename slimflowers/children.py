@@ -217,3 +217,14 @@ class StopOnSignals:
   def __exit__(self, *exc):
     for sig, handler in self.previous.items():
       signal.signal(sig, handler)
+
+
+def exit_on_interrupt(fn, name, stopped):
+  """Runs fn() under StopOnSignals and returns its result; on SIGINT/SIGTERM (its children already stopped)
+  prints "[name] interrupted by SIGINT: <stopped>" to stderr and exits with 128 + the signal number."""
+  try:
+    with StopOnSignals():
+      return fn()
+  except Interrupted as e:
+    print(f"[{name}] {e}: {stopped}", file=sys.stderr)
+    sys.exit(128 + e.signum)

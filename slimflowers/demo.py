@@ -135,12 +135,7 @@ def describe_phases(durations):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"The demo takes no arguments (got {argv[1:]}); edit the constants in {__file__}.")
-  try:
-    with children.StopOnSignals():
-      run_demo()
-  except children.Interrupted as e:
-    print(f"[demo] {e}: stopped. Run `make demo` again to resume.", file=sys.stderr)
-    sys.exit(128 + e.signum)
+  children.exit_on_interrupt(run_demo, "demo", "stopped. Run `make demo` again to resume.")
 
 
 if __name__ == "__main__":
