@@ -40,6 +40,8 @@ CLASS_NAMES = flowers.CLASS_NAMES
 OPTIONS = {"num_images": 2500, "validation_size": 0.2, "test_size": 0, "seed": 0}
 GENERATOR_VERSION = 1
 _MARKER = "SYNTHETIC.json"
+_IMAGE_NAME = "synth_{:05d}.jpg"       # what the generator writes in each class folder; _IMAGE_NAME_RE matches it
+_IMAGE_NAME_RE = re.compile(r"synth_\d{5,}\.jpg")
 _IMAGES_PER_TASK = 50
 
 
@@ -278,7 +280,7 @@ def _generate_chunk(task):
   for index in task["indices"]:
     class_name, img, quality = generate_image(task["seed"], index)
     data = tf.io.encode_jpeg(img, quality=quality).numpy()
-    with open(os.path.join(task["root"], class_name, f"synth_{index:05d}.jpg"), "wb") as f:
+    with open(os.path.join(task["root"], class_name, _IMAGE_NAME.format(index)), "wb") as f:
       f.write(data)
   return len(task["indices"])
 
@@ -305,7 +307,7 @@ def _foreign_files(root):
       dirnames[:] = [d for d in dirnames if d in CLASS_NAMES]
     else:
       foreign += [os.path.join(rel, d) + "/" for d in dirnames]
-      foreign += [os.path.join(rel, f) for f in filenames if not re.fullmatch(r"synth_\d{5,}\.jpg", f)]
+      foreign += [os.path.join(rel, f) for f in filenames if not _IMAGE_NAME_RE.fullmatch(f)]
       dirnames[:] = []
   return sorted(foreign)
 
