@@ -10,7 +10,7 @@ after the validation images.
 from datasets import dataset_utils
 
 NAME = "flowers"
-# Size and sha256: REFERENCE.md section 2 (TFDS tf_flowers checksums).
+# Size and sha256: SOURCES.md §2 (TFDS tf_flowers checksums).
 FILES = (dataset_utils.RemoteFile(
     "flower_photos.tgz", "http://download.tensorflow.org/example_images/flower_photos.tgz",
     size=228_813_984, sha256="4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"),)

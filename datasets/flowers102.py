@@ -5,7 +5,7 @@
 Upstream (https://www.robots.ox.ac.uk/~vgg/data/flowers/102/): `102flowers.tgz` (really a
 plain tar, so it is opened by content) holds `jpg/image_00001.jpg` ... `jpg/image_08189.jpg`;
 `imagelabels.mat` key `labels` (1, 8189) with values 1..102, so label = labels[id - 1] - 1;
-`setid.mat` keys `trnid`, `valid`, `tstid` (1-based ids). Facts from REFERENCE.md section 2.
+`setid.mat` keys `trnid`, `valid`, `tstid` (1-based ids). Facts and sources: SOURCES.md §2.
 """
 import os
 
@@ -13,7 +13,7 @@ from datasets import dataset_utils
 
 NAME = "flowers102"
 _BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
-# Sizes and sha256: REFERENCE.md section 2 (the TFDS oxford_flowers102 checksums).
+# Sizes and sha256: SOURCES.md §2 (the TFDS oxford_flowers102 checksums).
 FILES = (
     dataset_utils.RemoteFile("102flowers.tgz", _BASE_URL + "102flowers.tgz", size=344_862_509,
                              sha256="2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246"),

@@ -5,7 +5,7 @@
 Upstream (https://www.robots.ox.ac.uk/~vgg/data/flowers/17/): `17flowers.tgz` holds
 `jpg/image_0001.jpg` ... `jpg/image_1360.jpg`, 80 consecutive images per class, so
 label = (id - 1) // 80; `datasplits.mat` holds `trn1..3`, `val1..3`, `tst1..3` (1-based
-image ids; 40/20/20 per class -> 680/340/340). Facts from REFERENCE.md section 2.
+image ids; 40/20/20 per class -> 680/340/340). Facts and sources: SOURCES.md §2.
 """
 import os
 
@@ -14,12 +14,12 @@ from slimflowers import errors
 
 NAME = "flowers17"
 _BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
-# md5 checksums: REFERENCE.md section 2 (sizes unpublished, so only the checksum is checked).
+# md5 checksums: SOURCES.md §2 (sizes unpublished, so only the checksum is checked).
 FILES = (
     dataset_utils.RemoteFile("17flowers.tgz", _BASE_URL + "17flowers.tgz", md5="b59a65d8d1a99cd66944d474e1289eab"),
     dataset_utils.RemoteFile("datasplits.mat", _BASE_URL + "datasplits.mat", md5="4828cddfd0d803c5abbdebcb1e148a1e"),
 )
-# Class order: a third-party list (REFERENCE.md: unverified upstream); the label arithmetic does not depend on it.
+# Class order: a third-party list (SOURCES.md §2: not confirmed upstream); the label arithmetic does not depend on it.
 CLASS_NAMES = ("daffodil", "snowdrop", "lily valley", "bluebell", "crocus", "iris", "tigerlily", "tulip",
                "fritillary", "sunflower", "daisy", "colts' foot", "dandelion", "cowslip", "buttercup", "windflower",
                "pansy")

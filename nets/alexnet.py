@@ -4,7 +4,7 @@
     model = nets.get_model("alexnet_v2", 102)   # TF-Slim's: 46,624,806 trainable parameters
 
 `alexnet` is the common Keras AlexNet whose count matches the study's table exactly
-(REFERENCE.md section 3, 224 px, Keras' default 'valid' padding everywhere): conv 96
+(SOURCES.md §1, 224 px, Keras' default 'valid' padding everywhere): conv 96
 11x11/4, BN, max-pool 3/2; conv 256 5x5, BN, max-pool; conv 384, 384, 256 3x3, BN,
 max-pool (-> 1x1x256 at 224 px); fc 4096, dropout 0.5, fc 4096, dropout 0.5, logits.
 The Flatten of a 1x1 map is written as a global average (identical at 224 px), so the

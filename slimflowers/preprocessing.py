@@ -4,7 +4,7 @@
     image = preprocessing.preprocess_train(jpeg_bytes, 224, "inception", seed=tf.constant([0, 17], tf.int64))
     image = preprocessing.preprocess_eval(jpeg_bytes, 224, "inception")   # float32 [224, 224, 3] in [-1, 1]
 
-The recipes (research/slim/preprocessing; REFERENCE.md section 7), each a train and an eval branch:
+The recipes (research/slim/preprocessing; SOURCES.md §4), each a train and an eval branch:
 - `inception` (inception_preprocessing.py; Inception, MobileNet, Xception): train = distorted
   bounding-box crop (min_object_covered 0.1, aspect 3/4..4/3, area `crop_area_range`, TF-Slim's
   0.05..1, 100 attempts) decoded with `decode_and_crop_jpeg` (only the crop is decoded), bilinear

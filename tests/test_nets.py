@@ -14,7 +14,7 @@ import nets
 
 # Trainable parameters at num_classes=102. A newly registered net needs no new test code except
 # its count here (test_registry_has_every_table_net says so when it is missing): the first six are
-# the study's published table (REFERENCE.md section 1; the five keras.applications counts equal
+# the study's published table (SOURCES.md §1; the five keras.applications counts equal
 # keras.applications(weights=None, classes=102)); the other keras.applications-backed nets were
 # checked equal to keras.applications(classes=102) when written; alexnet_v2 is TF-Slim's layout,
 # cifarnet ours (global pool before fc3).
@@ -260,7 +260,7 @@ def test_mixed_precision_logits_stay_float32():
 
 
 def test_gflops_counts_the_graph():
-  # MobileNet v1 1.0 at 224: 0.57 GMACs (REFERENCE.md section 3); the profiler counts 2 per MAC.
+  # MobileNet v1 1.0 at 224: 0.57 GMACs (SOURCES.md §3); the profiler counts 2 per MAC.
   model = nets.get_model("mobilenet", 1000)
   assert 1.0 < nets.gflops(model, 224) < 1.3
   assert nets.gflops(nets.get_model("cifarnet", 10), 64) == pytest.approx(
