@@ -181,7 +181,8 @@ def run(cfg):
   try:
     if chief:
       fileio.remove_leftovers(cfg.train_dir, LEFTOVERS, what="a killed trainer")
-    return _run_locked(cfg, strategy, chief, lock)
+    with datasets.shard_errors_named(cfg.dataset_dir):  # a corrupted shard: named, with the fix
+      return _run_locked(cfg, strategy, chief, lock)
   finally:
     if lock is not None:
       lock.release()
@@ -203,7 +204,8 @@ def _run_locked(cfg, strategy, chief, lock):
                          datasets.conversion_options(cfg.dataset_dir).get("resize_to"))
 
   # ---------------- Model, optimizer, checkpoint ----------------
-  latest = tf.train.latest_checkpoint(cfg.train_dir)
+  # The newest checkpoint that reads completely: a corrupted newer one is named and moved aside (chief).
+  latest = checkpoints.newest_readable(cfg.train_dir, move_aside=chief)
   if latest:
     check_resume_fits(latest, cfg, num_classes)
   trainer, model_config = build_trainer(cfg, strategy, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
