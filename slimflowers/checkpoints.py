@@ -71,7 +71,7 @@ def checkpoint_number(prefix):
 def checkpoint_files(prefix):
   """The .index and all .data-?????-of-N files of `prefix`; CheckpointUnreadable if any is missing."""
   index = prefix + ".index"
-  data = tf.io.gfile.glob(prefix + ".data-*-of-*")
+  data = [p for p in tf.io.gfile.glob(prefix + ".data-*-of-*") if re.search(r"\.data-\d+-of-\d+$", p)]
   if not tf.io.gfile.exists(index) or not data:
     raise CheckpointUnreadable(f"{prefix}: missing {'.index' if data else '.data-* files'} "
                                "(being written or being deleted)")
