@@ -61,7 +61,9 @@ def _header(data):
       image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
       width, height = image.size
       try:
-        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+        # Pillow looks for a PNG's EXIF by decoding it: never for an image that is refused anyway (a bomb).
+        orientation = 1 if width * height > MAX_DECODE_PIXELS else int(
+            image.getexif().get(_EXIF_ORIENTATION, 1))
       except Exception:  # pylint: disable=broad-except  (a corrupt EXIF block: ignore the orientation)
         orientation = 1
     except Exception as e:  # pylint: disable=broad-except  (Pillow raises many kinds for bad headers)
