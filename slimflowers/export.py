@@ -915,17 +915,12 @@ def remove_leftovers(output_dir):
     leftover = os.path.join(parent, name)
     if not _leftover(path, name) or not os.path.isdir(leftover) or os.path.islink(leftover):
       continue
-    try:
-      lock = locks.DirLock(leftover, PROGRAM).acquire()
-    except errors.Busy:
-      continue  # another export is writing it
-    try:
-      listed = _manifest_files(leftover)
-      entries = _files_below(leftover) if listed is not None else os.listdir(leftover)
-      foreign = [e for e in entries if e not in (locks.LOCK_NAME, run_dir.EXPORT_MANIFEST) and not (
-          e in listed if listed is not None else e in _all_names() or fileio.TMP_MARK in e)]
-    finally:
-      lock.release()
+    if locks.live_holder(leftover):
+      continue  # an export still writing it
+    listed = _manifest_files(leftover)
+    entries = _files_below(leftover) if listed is not None else os.listdir(leftover)
+    foreign = [e for e in entries if e not in (locks.LOCK_NAME, run_dir.EXPORT_MANIFEST) and not (
+        e in listed if listed is not None else e in _all_names() or fileio.TMP_MARK in e)]
     if foreign:
       logging.warning("%s holds files an export did not write (%s): left in place. Move them back where they "
                       "belong, then delete it.", leftover, ", ".join(foreign[:5]))

@@ -67,6 +67,14 @@ def describe(holder):
           f"{started})")
 
 
+def live_holder(directory):
+  """The holder (the lock file's JSON) when a live process holds `directory`'s lock; None when there is no lock or
+  a stale one. Reads only: nothing in `directory` is touched."""
+  lock = DirLock(directory, "")
+  holder = lock._read()  # pylint: disable=protected-access
+  return holder if holder is not None and lock._stale_reason(holder) is None else None  # pylint: disable=protected-access
+
+
 class DirLock:
   """The lock on `directory` for `program`; a context manager (see the module doc)."""
 
