@@ -308,12 +308,14 @@ def predicted(trained, tmp_path_factory):
   (photos / "big.jpg").write_bytes(bad_inputs.encode(bad_inputs.quadrants(3000, 5000), "JPEG", quality=80))
   before = snapshot(photos)
   out = tmp / "predictions.csv"
-  wrapper = ("import resource, runpy, sys\n"
+  # The peak RSS of this process image: VmHWM (getrusage's ru_maxrss would also count the forking pytest worker's).
+  wrapper = ("import re, runpy, sys\n"
              f"sys.argv = [{os.path.join(REPO, PREDICT)!r}] + sys.argv[1:]\n"
              "try:\n"
              "  runpy.run_path(sys.argv[0], run_name='__main__')\n"
              "finally:\n"
-             "  print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+             "  status = open('/proc/self/status').read()\n"
+             "  print('PEAK_RSS_KB', re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1), file=sys.stderr)\n")
   start = time.monotonic()
   proc = subprocess.Popen([sys.executable, "-c", wrapper, f"--model={trained}", str(photos), "--top_k=10",
                            f"--output={out}"], cwd=REPO, env=script_env(), stdout=subprocess.PIPE,
@@ -528,7 +530,6 @@ def service_runs(data, tmp_path_factory):
       trainers[name] = (proc, stdout, stderr)
       return proc
 
-    started = time.monotonic()
     c = trainer("C", f"grpc://localhost:{dead_port}", 3)
     b = trainer("B", f"grpc://localhost:{port}", 600)  # waits for the service to come up (up to 600 s)
     wait_for(lambda: "Train with" in log.read_text() or service.poll() is not None, 120, "the service's start")
@@ -546,9 +547,13 @@ def service_runs(data, tmp_path_factory):
     b.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     ends = {}
-    for name, proc in (("A", a), ("B", b), ("C", c)):
-      proc.wait(timeout=120)  # hung: TimeoutExpired
-      ends[name] = time.monotonic()
+
+    def ended():
+      ends.update({n: time.monotonic() for n, p in (("A", a), ("B", b)) if n not in ends and p.poll() is not None})
+      return len(ends) == 2
+
+    wait_for(ended, 120, "trainers A and B ending (hung?)", every=0.05)
+    c.wait(timeout=120)
   finally:
     for proc, stdout, stderr in trainers.values():
       if proc.poll() is None:
@@ -563,8 +568,7 @@ def service_runs(data, tmp_path_factory):
                                          stderr=(tmp / f"{name}.err").read_text(), train_dir=tmp / name)
              for name, (proc, _, _) in trainers.items()}
   return types.SimpleNamespace(port=port, dead_port=dead_port, log=log.read_text(), runs=outputs, tmp=tmp,
-                               after_kill={"A": ends["A"] - killed, "B": ends["B"] - signalled,
-                                           "C": ends["C"] - started})
+                               after_kill={"A": ends["A"] - killed, "B": ends["B"] - signalled})
 
 
 def _error_line(proc, program, label="error"):
@@ -614,7 +618,6 @@ def test_a_data_service_address_where_nothing_listens_is_an_error(service_runs):
                     "waited 3 s", "Start the service first", "--expose_to_network")
   assert "Nothing answers at" in run.stdout  # said at once, not after the wait
   assert not run.train_dir.exists()  # refused before anything was created
-  assert service_runs.after_kill["C"] < 90, service_runs.after_kill
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -640,15 +643,15 @@ def test_every_entry_point_runs_through_cli_run(program):
 @pytest.fixture(scope="module")
 def bad_flags():
   """Programs started with an unknown flag, all at once: the converter, the data service and the demo (quick to
-  start), and the trainer (TensorFlow loaded first)."""
+  start; the others share their cli.run, test_every_entry_point_runs_through_cli_run)."""
   started = {program: subprocess.Popen(
       [sys.executable, *(["-m", "slimflowers." + program[:-3]] if "/" in ENTRY_POINTS[program] else [program]),
        "--no_such_flag=1"], cwd=REPO, env=script_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for program in (CONVERT, TRAIN, "data_service.py", "demo.py")}
+      stderr=subprocess.PIPE, text=True) for program in (CONVERT, "data_service.py", "demo.py")}
   return {program: finish(proc, 120) for program, proc in started.items()}
 
 
-@pytest.mark.parametrize("program", [CONVERT, TRAIN, "data_service.py", "demo.py"])
+@pytest.mark.parametrize("program", [CONVERT, "data_service.py", "demo.py"])
 def test_a_flag_that_does_not_parse_is_one_line_and_exit_2(bad_flags, program):
   assert_user_error(bad_flags[program], program, "Unknown command line flag 'no_such_flag'",
                     f"Run {program} --helpshort for the flags.")
