@@ -824,6 +824,7 @@ class OutputDir:
   """An existing export directory: the export's own files, and what its user added or changed (kept)."""
   ours: list     # relative paths listed in the manifest, unchanged: replaced by the new export
   users: list    # relative paths (a whole top-level entry, or a file below saved_model/) the export did not write
+  listed: dict   # the manifest's files
 
 
 def inspect_output_dir(output_dir):
@@ -852,7 +853,7 @@ def inspect_output_dir(output_dir):
         (ours if rel in listed and _unchanged(output_dir, rel, listed[rel]) else users).append(rel)
     else:
       (ours if name in listed and _unchanged(output_dir, name, listed[name]) else users).append(name)
-  return OutputDir(ours=ours, users=users)
+  return OutputDir(ours=ours, users=users, listed=listed)
 
 
 def check_output_dir(output_dir, formats, quantize, overwrite=False):
@@ -865,8 +866,10 @@ def check_output_dir(output_dir, formats, quantize, overwrite=False):
   if existing is None:
     return None
   written = _written_names(formats, quantize)
-  replaced = [rel for rel in existing.users if rel in written or (rel.split("/")[0] in written and "/" in rel and
-                                                                   rel in (_manifest_files(output_dir) or {}))]
+  # A file at a path the new export writes: a top-level name it writes, or a changed file of the old export's
+  # below one of its directories (saved_model/ is written again with the same layout).
+  replaced = [rel for rel in existing.users
+              if rel in written or ("/" in rel and rel.split("/")[0] in written and rel in existing.listed)]
   if replaced and not overwrite:
     raise errors.BadValue(
         f"--output_dir={output_dir} holds {', '.join(replaced[:5])}{' ...' if len(replaced) > 5 else ''}, which the "

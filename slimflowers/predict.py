@@ -334,7 +334,7 @@ def written_by_predict(output, extension):
   format_jsonl writes (exactly path, error, top_k). Anything else is a file of the user's."""
   try:
     with open(fileio.local_path(output), "rb") if fileio.is_local(output) else tf.io.gfile.GFile(output, "rb") as f:
-      first = f.readline(1 << 16).decode("utf-8").rstrip("\r\n")
+      first = f.read(1 << 16).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
   except (OSError, UnicodeDecodeError, tf.errors.OpError):
     return False
   if extension == ".csv":
