@@ -509,10 +509,10 @@ def test_data_service_refuses_to_start_without_expose_to_network():
 
 @pytest.fixture(scope="module")
 def service_runs(data, tmp_path_factory):
-  """A service (--expose_to_network) and three trainers: A and B read from it until it is SIGKILLed, then A waits
-  out its 6 s timeout and B gets SIGTERM; C names a port where nothing listens (3 s timeout)."""
+  """A service (--expose_to_network) and two trainers reading from it until it is SIGKILLed: then A waits out its
+  6 s timeout, and B gets SIGTERM."""
   tmp = tmp_path_factory.mktemp("round3_service")
-  port, dead_port = free_port(), free_port()
+  port = free_port()
   log = tmp / "service.log"
   with open(log, "w") as out:
     service = subprocess.Popen([sys.executable, "-m", "slimflowers.data_service", f"--port={port}", "--workers=1",
@@ -530,7 +530,6 @@ def service_runs(data, tmp_path_factory):
       trainers[name] = (proc, stdout, stderr)
       return proc
 
-    c = trainer("C", f"grpc://localhost:{dead_port}", 3)
     b = trainer("B", f"grpc://localhost:{port}", 600)  # waits for the service to come up (up to 600 s)
     wait_for(lambda: "Train with" in log.read_text() or service.poll() is not None, 120, "the service's start")
     assert service.poll() is None, log.read_text()
@@ -553,7 +552,6 @@ def service_runs(data, tmp_path_factory):
       return len(ends) == 2
 
     wait_for(ended, 120, "trainers A and B ending (hung?)", every=0.05)
-    c.wait(timeout=120)
   finally:
     for proc, stdout, stderr in trainers.values():
       if proc.poll() is None:
@@ -567,7 +565,7 @@ def service_runs(data, tmp_path_factory):
   outputs = {name: types.SimpleNamespace(returncode=proc.returncode, stdout=(tmp / f"{name}.out").read_text(),
                                          stderr=(tmp / f"{name}.err").read_text(), train_dir=tmp / name)
              for name, (proc, _, _) in trainers.items()}
-  return types.SimpleNamespace(port=port, dead_port=dead_port, log=log.read_text(), runs=outputs, tmp=tmp,
+  return types.SimpleNamespace(port=port, log=log.read_text(), runs=outputs, tmp=tmp,
                                after_kill={"A": ends["A"] - killed, "B": ends["B"] - signalled})
 
 
@@ -612,12 +610,18 @@ def test_sigterm_while_waiting_on_a_dead_data_service_saves_and_exits_42(service
   assert service_runs.after_kill["B"] < 30, service_runs.after_kill  # not its 600 s timeout
 
 
-def test_a_data_service_address_where_nothing_listens_is_an_error(service_runs):
-  run = service_runs.runs["C"]
-  assert_user_error(run, TRAIN, f"--tf_data_service=grpc://localhost:{service_runs.dead_port}: nothing answers there",
-                    "waited 3 s", "Start the service first", "--expose_to_network")
-  assert "Nothing answers at" in run.stdout  # said at once, not after the wait
-  assert not run.train_dir.exists()  # refused before anything was created
+def test_a_data_service_address_where_nothing_listens_is_an_error(data, tmp_path, caplog):
+  address = f"grpc://localhost:{free_port()}"
+  caplog.set_level("WARNING")
+  start = time.monotonic()
+  with pytest.raises(errors.UserError) as e:
+    tiny_data.train(tmp_path / "run", data["dir"], max_number_of_steps=2, tf_data_service=address,
+                    tf_data_service_timeout_secs=2)
+  assert_refused(e.value, f"--tf_data_service={address}: nothing answers there", "waited 2 s",
+                 "Start the service first", "--expose_to_network")
+  assert f"Nothing answers at {address} yet: waiting up to 2 s" in caplog.text  # said at once, not after the wait
+  assert time.monotonic() - start < 30
+  assert sorted(os.listdir(tmp_path)) == []  # refused before anything was created
 
 
 # ----------------------------------------------------------------------------------------------------------------------
