@@ -1049,7 +1049,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   prefix_bytes = sum(fileio.size(p) for p in checkpoints.checkpoint_files(source.prefix))
   saved_model_dir = os.path.join(export_dir, SAVED_MODEL_SUBDIR)
   if split is None:
-    rows = [artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source), size_bytes=prefix_bytes)]
+    rows = [artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
+                         size_bytes=prefix_bytes)]
     if saved_model:
       rows.append(artifact_row(SAVED_MODEL_SUBDIR, quantization="float32", file=SAVED_MODEL_SUBDIR,
                                size_bytes=_directory_bytes(saved_model_dir)))
@@ -1058,8 +1059,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   start = time.perf_counter()
   ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size)
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
-  checkpoint = artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source), size_bytes=prefix_bytes,
-                            logits=ref.logits, **common)
+  checkpoint = artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
+                            size_bytes=prefix_bytes, logits=ref.logits, **common)
   rows = [checkpoint]
   top1 = checkpoint["top1"]
   if saved_model:

@@ -72,7 +72,8 @@ def live_holder(directory):
   a stale one. Reads only: nothing in `directory` is touched."""
   lock = DirLock(directory, "")
   holder = lock._read()  # pylint: disable=protected-access
-  return holder if holder is not None and lock._stale_reason(holder) is None else None  # pylint: disable=protected-access
+  stale = lock._stale_reason(holder) if holder is not None else "no lock"  # pylint: disable=protected-access
+  return holder if stale is None else None
 
 
 class DirLock:
