@@ -9,7 +9,9 @@
     python download_and_convert_data.py --dataset_name=folder --source=~/photos --dataset_dir=/tmp/photos
 
 Upstream files already in --dataset_dir (or --source) are used after a checksum check;
-otherwise they are downloaded. A re-run after success is a no-op unless --overwrite.
+otherwise they are downloaded. A re-run after success is a no-op unless --overwrite (or a shard
+changed since it was written: then it converts again). --verify reads every record and names the
+shards that do not read.
 Flags left unset take the dataset's defaults (see the datasets/<name>.py module).
 Your --source folder is only read, never changed; files that are not usable images
 are skipped and listed in dataset.json.
@@ -45,12 +47,19 @@ flags.DEFINE_integer("resize_to", None, "Store images with the shorter side at m
 flags.DEFINE_integer("num_workers", None, "Worker processes (default: all cores).")
 flags.DEFINE_bool("overwrite", False, "Convert again even when --dataset_dir already holds a complete conversion "
                   "(the previous conversion's own files are replaced; nothing else is touched).")
+flags.DEFINE_bool("verify", False, "Convert nothing: read every record of every shard of --dataset_dir and report "
+                  "the shards that are missing, truncated or corrupted (exit 2) or that all read (exit 0).")
 flags.mark_flags_as_required(["dataset_name", "dataset_dir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}. All options are --flags.")
+  if FLAGS.verify:
+    counts = datasets.verify(FLAGS.dataset_name, FLAGS.dataset_dir)
+    logging.info("%s: every record of every shard reads (%s).", FLAGS.dataset_dir,
+                 ", ".join(f"{split} {n}" for split, n in counts.items()))
+    return
   meta = datasets.convert(
       FLAGS.dataset_name, FLAGS.dataset_dir, source=FLAGS.source, num_shards=FLAGS.num_shards,
       num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite, validation_size=FLAGS.validation_size,

@@ -27,7 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", None, "A train_dir (newest checkpoint), a prefix TRAIN_DIR/ckpt-1000, or "
                     "TRAIN_DIR/eval_validation/best.")
 flags.DEFINE_bool("use_ema", False, "Export the moving averages (training used --moving_average_decay).")
-flags.DEFINE_string("output_dir", None, "Where the exported files go (replaced if it holds an earlier export).")
+flags.DEFINE_string("output_dir", None, "Where the exported files go: a new or empty directory, or an earlier export "
+                    "(its own files are replaced; files you added are kept).")
 flags.DEFINE_list("formats", list(export.FORMATS), f"Any of {','.join(export.FORMATS)}.")
 flags.DEFINE_list("quantize", list(export.QUANTIZATIONS), "TFLite variants, any of "
                   f"{','.join(export.QUANTIZATIONS)} (int8: uint8 input and output, needs --dataset_dir).")
@@ -36,9 +37,12 @@ flags.DEFINE_string("calibration_split", "train", "Split whose images calibrate 
 flags.DEFINE_integer("num_calibration_images", 300, "Calibration images, spread evenly over --calibration_split.")
 flags.DEFINE_string("verify_split", None, "Split every artifact is evaluated on; default: test if the dataset has "
                     "one, else validation.")
-flags.DEFINE_integer("top_k", 5, "Classes in the SavedModel's top_k_* outputs (at most the number of classes).")
+flags.DEFINE_integer("top_k", None, "Classes in the SavedModel's top_k_* outputs (default 5, or the number of "
+                     "classes when fewer; a larger value is clamped to it, with a warning).")
 flags.DEFINE_float("max_accuracy_drop", 2.0, "Largest top-1 loss, in points, allowed to a quantized model.")
 flags.DEFINE_integer("batch_size", 32, "Verification batch size.")
+flags.DEFINE_bool("overwrite", False, "Replace files in --output_dir that the export did not write (or that changed "
+                  "since) at the paths it writes. Other files you added there are always kept.")
 flags.mark_flag_as_required("checkpoint_path")
 flags.mark_flag_as_required("output_dir")
 
@@ -50,7 +54,7 @@ def main(argv):
       FLAGS.checkpoint_path, FLAGS.output_dir, dataset_dir=FLAGS.dataset_dir, formats=FLAGS.formats,
       quantize=FLAGS.quantize, verify_split=FLAGS.verify_split, calibration_split=FLAGS.calibration_split,
       num_calibration_images=FLAGS.num_calibration_images, use_ema=FLAGS.use_ema, top_k=FLAGS.top_k,
-      max_accuracy_drop=FLAGS.max_accuracy_drop, batch_size=FLAGS.batch_size)
+      max_accuracy_drop=FLAGS.max_accuracy_drop, batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ dataset_utils. Conversion itself is datasets/conversion.py (images: datasets/ima
 what readers see (sizes from `dataset_dir/dataset.json`, the record schema) is
 datasets/records.py.
 """
+import contextlib
 import os
 
 from absl import logging
@@ -151,3 +152,37 @@ def image_sizes(dataset_dir, split_name=None):
   if split_name is not None:
     return (meta.get("splits", {}).get(split_name) or {}).get("image_sizes")
   return meta.get("image_sizes")
+
+
+def verify(name, dataset_dir):
+  """--verify: reads every record of every shard of a converted dataset. Returns {split: records read}.
+
+  Raises records.CorruptedShards naming each bad shard (missing, another size or checksum than written,
+  a record that does not read, a count that differs from dataset.json) and the command that fixes it.
+  """
+  get_module(name)
+  meta = records.read_metadata(dataset_dir) if fileio.isdir(dataset_dir) else None
+  if meta is None or meta.get("name") != name:
+    get_split(name, "train", dataset_dir)  # the usual error: no such directory, incomplete, another dataset
+  problems = records.shard_problems(dataset_dir, meta, read_records=True)
+  if problems:
+    raise records.CorruptedShards(records.describe_problems(dataset_dir, meta, problems))
+  return {split: int(info["num_samples"]) for split, info in sorted(meta["splits"].items())}
+
+
+@contextlib.contextmanager
+def shard_errors_named(dataset_dir):
+  """Turns TensorFlow's DataLossError from reading `dataset_dir`'s shards (a byte offset, no file name) into
+  records.CorruptedShards: one line naming the bad shard(s), their split and the command that converts again.
+
+  The shards are checked once, when the error happens; an error no shard explains is re-raised as it was.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    meta = records.read_metadata(dataset_dir) if dataset_dir and fileio.isdir(dataset_dir) else None
+    problems = records.shard_problems(dataset_dir, meta, read_records=True) if meta else []
+    if not problems:
+      raise
+    raise records.CorruptedShards(records.describe_problems(dataset_dir, meta, problems)) from e

@@ -56,7 +56,6 @@ def check_dataset_dir(dataset_dir, name, options, *, overwrite):
   """
   meta = records.read_metadata(dataset_dir)
   if meta is not None:
-    complete = all(fileio.exists(os.path.join(dataset_dir, f)) for s in meta["splits"].values() for f in s["files"])
     if overwrite:
       return None
     if meta.get("name") != name:
@@ -67,7 +66,11 @@ def check_dataset_dir(dataset_dir, name, options, *, overwrite):
       raise dataset_utils.ConversionError(
           f"{dataset_dir} already holds {name} converted with options {meta.get('options')}, not {options}. "
           "Pass --overwrite to convert again with the new options, or use another --dataset_dir.")
-    return meta if complete else None
+    problems = records.shard_problems(dataset_dir, meta)  # sizes and checksums; --verify reads every record
+    for split, name, problem in problems:
+      logging.warning("%s (%s split) %s: converting %s again.", os.path.join(dataset_dir, name), split, problem,
+                      dataset_dir)
+    return None if problems else meta
   # Files this conversion would write (dataset.json, labels.txt, shards named like ours) that no conversion of
   # ours wrote: a killed one's are in its pending list, an older format's dataset.json is ours too.
   if _old_format(dataset_dir):
@@ -185,7 +188,9 @@ def write_shard(task):
       writer.write(example.SerializeToString(deterministic=True))  # sorted map keys: the same bytes everywhere
       sizes.append((height, width))
   return {"split": task["split"], "index": task["index"], "written": len(sizes), "skipped": skipped,
-          "notes": notes, "sizes": sizes, "digests": digests, "total": len(task["examples"])}
+          "notes": notes, "sizes": sizes, "digests": digests, "total": len(task["examples"]),
+          "file": os.path.basename(task["path"]), "file_bytes": os.path.getsize(task["path"]),
+          "file_sha256": records.file_sha256(task["path"])}
 
 
 def _ready(_):
@@ -317,6 +322,9 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
     split_meta[task["split"]]["files"].append(os.path.basename(task["path"]))
   for r in results:
     split_meta[r["split"]]["num_samples"] += r["written"]
+    # What each shard was when written: a re-run and --verify notice a truncated or overwritten one.
+    split_meta[r["split"]].setdefault("file_bytes", {})[r["file"]] = r["file_bytes"]
+    split_meta[r["split"]].setdefault("file_sha256", {})[r["file"]] = r["file_sha256"]
     split_meta[r["split"]]["sizes"].extend(r["sizes"])
     all_sizes.extend(r["sizes"])
     skipped.extend(r["skipped"])

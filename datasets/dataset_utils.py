@@ -211,12 +211,23 @@ def list_class_folders(root):
     raise ConversionError(f"{root} has no class sub-folders (expected {root}/<class_name>/<image files>).")
   examples = []
   for label, folder in enumerate(folders):
-    for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
-      dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-      for f in sorted(filenames):
-        if not f.startswith("."):
-          examples.append((os.path.join(dirpath, f), label))
+    examples += [(path, label) for path in walk_files(os.path.join(root, folder))]
   return [safe_name(f) for f in folders], examples
+
+
+def walk_files(root):
+  """Every file below the local directory `root` (sub-folders included), each once: the converter's walk (and
+  predict's).
+
+  Names starting with "." are skipped. Symbolic links to directories are not followed, so a link loop
+  (`a/up -> ..`) can neither make the walk endless nor list a file twice; links to files are listed like
+  files (the reader decides what they are). Sorted by folder, then name.
+  """
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: directory links are not entered
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+  return found
 
 
 def resolve_size(value, total, flag):

@@ -49,16 +49,21 @@ def sniff_format(data):
 
 
 def _header(data):
-  """(width, height, EXIF orientation 1..8) from the header, without decoding pixels."""
+  """(width, height, EXIF orientation 1..8) from the header, without decoding pixels.
+
+  `data`: the file's bytes, or a binary file object (only the header is read from it).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # DecompressionBombWarning: we check sizes ourselves
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-      image = Image.open(io.BytesIO(data))
+      image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
       width, height = image.size
       try:
-        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+        # Pillow looks for a PNG's EXIF by decoding it: never for an image that is refused anyway (a bomb).
+        orientation = 1 if width * height > MAX_DECODE_PIXELS else int(
+            image.getexif().get(_EXIF_ORIENTATION, 1))
       except Exception:  # pylint: disable=broad-except  (a corrupt EXIF block: ignore the orientation)
         orientation = 1
     except Exception as e:  # pylint: disable=broad-except  (Pillow raises many kinds for bad headers)
@@ -111,6 +116,41 @@ def target_scale(width, height, max_image_side, resize_to=None):
   return scale
 
 
+def check_decodable(fmt, width, height, num_bytes):
+  """SkipImage for what is never decoded: an empty image, a JPEG whose header claims more pixels than its
+  `num_bytes` can hold, a non-JPEG above MAX_DECODE_PIXELS (memory). JPEGs of any real size are fine: they
+  are decoded at reduced scale (prepare_image)."""
+  if width == 0 or height == 0:
+    raise SkipImage("empty image")
+  if fmt == "jpeg" and num_bytes * 8 * 64 < width * height:
+    # Every 8x8 block costs at least one bit even in a uniform image; fewer bytes than that means a header
+    # that claims pixels the file does not hold (libjpeg would only warn and fill them with grey).
+    raise SkipImage(f"truncated or corrupt: {num_bytes:,} bytes cannot hold the {width}x{height} pixels its "
+                    "header claims")
+  if fmt != "jpeg" and width * height > MAX_DECODE_PIXELS:
+    raise SkipImage(f"too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} Mpx (more than "
+                    f"{MAX_DECODE_PIXELS / 1e6:.0f} Mpx); downsize it first")
+
+
+def screen_file(f, num_bytes, max_image_side=DEFAULT_MAX_IMAGE_SIDE):
+  """From the header of an open image file only: "decode" (an image the readers may decode as it is), "shrink"
+  (a JPEG with a side above `max_image_side`: decode it with prepare_image, at reduced scale), or None when the
+  header is not one of ours (the decoder will say what it is). Raises SkipImage (check_decodable).
+
+  Memory stays bounded whatever the file claims: predict screens every file with this before decoding it.
+  """
+  fmt = sniff_format(f.read(16))
+  if fmt is None:
+    return None
+  f.seek(0)
+  try:
+    width, height, _ = _header(f)
+  except SkipImage:
+    return None
+  check_decodable(fmt, width, height, num_bytes)
+  return "shrink" if fmt == "jpeg" and max(width, height) > max_image_side else "decode"
+
+
 def prepare_image(data, max_image_side=DEFAULT_MAX_IMAGE_SIDE, resize_to=None):
   """Returns (jpeg_bytes, height, width, notes); raises SkipImage(reason) for input that cannot be used.
 
@@ -122,18 +162,9 @@ def prepare_image(data, max_image_side=DEFAULT_MAX_IMAGE_SIDE, resize_to=None):
   if fmt is None:
     raise SkipImage("empty file" if not data else f"not a {FORMATS} image")
   width, height, orientation = _header(data)
-  if width == 0 or height == 0:
-    raise SkipImage("empty image")
-  if fmt == "jpeg" and len(data) * 8 * 64 < width * height:
-    # Every 8x8 block costs at least one bit even in a uniform image; fewer bytes than that means a header
-    # that claims pixels the file does not hold (libjpeg would only warn and fill them with grey).
-    raise SkipImage(f"truncated or corrupt: {len(data):,} bytes cannot hold the {width}x{height} pixels its "
-                    "header claims")
+  check_decodable(fmt, width, height, len(data))
   notes = []
   scale = target_scale(width, height, max_image_side, resize_to)
-  if fmt != "jpeg" and width * height > MAX_DECODE_PIXELS:
-    raise SkipImage(f"too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} Mpx (more than "
-                    f"{MAX_DECODE_PIXELS / 1e6:.0f} Mpx); downsize it first")
   try:
     if fmt == "jpeg" and scale <= 0.5:
       image = _decode_jpeg_reduced(data, width, height, scale)

@@ -9,8 +9,10 @@ dataset_utils.py image_to_tfexample) plus `image/filename`, written by `make_exa
 (the converter) and read by `parse_example` (the input pipeline, tests, tools).
 """
 import dataclasses
+import hashlib
 import os
 
+from slimflowers import errors
 from slimflowers import fileio
 
 FORMAT_VERSION = 1
@@ -94,3 +96,86 @@ def read_labels(dataset_dir):
       i, name = line.split(":", 1)
       labels[int(i)] = name
   return labels
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checking the shards: a truncated or overwritten file is named, with the fix
+
+
+class CorruptedShards(errors.UserError, IOError):
+  """A shard of a converted dataset is missing, truncated or corrupted; the message names it and the fix."""
+
+
+def file_sha256(path):
+  """The sha256 of a local file, read in blocks."""
+  h = hashlib.sha256()
+  with open(fileio.local_path(path), "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _count_records(path):
+  """Records in one TFRecord file; every record's length and CRC32C are checked as it is read."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _first_line(error):
+  message = getattr(error, "message", None) or str(error)
+  return " ".join(message.split("}} ")[-1].split())[:200]
+
+
+def shard_problems(dataset_dir, meta, *, read_records=False):
+  """[(split, file name, problem)] for the shards dataset.json lists; [] when all are as written.
+
+  Checks that each exists with the size and sha256 dataset.json recorded when it was written (checksums
+  on local files only; older dataset.json files recorded neither). `read_records` also reads every
+  record (TFRecord length and CRC checks) and compares each split's count with dataset.json.
+  """
+  problems = []
+  for split, info in sorted(meta.get("splits", {}).items()):
+    sizes, digests = info.get("file_bytes") or {}, info.get("file_sha256") or {}
+    count, readable = 0, True
+    for name in info.get("files", []):
+      path = os.path.join(dataset_dir, name)
+      if not fileio.exists(path):
+        problems.append((split, name, "is missing"))
+        readable = False
+        continue
+      size = fileio.size(path)
+      if name in sizes and size != sizes[name]:
+        problems.append((split, name, f"has {size:,} bytes, not the {sizes[name]:,} written (truncated or replaced)"))
+        readable = False
+        continue
+      if name in digests and fileio.is_local(path) and file_sha256(path) != digests[name]:
+        problems.append((split, name, "does not hold the bytes written (its sha256 differs: corrupted)"))
+        readable = False
+        continue
+      if read_records:
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        try:
+          count += _count_records(path)
+        except tf.errors.OpError as e:
+          problems.append((split, name, f"does not read: {_first_line(e)}"))
+          readable = False
+    if read_records and readable and count != int(info.get("num_samples", count)):
+      problems.append((split, ", ".join(info.get("files", [])),
+                       f"hold {count} records, not the {info['num_samples']} dataset.json counts"))
+  return problems
+
+
+def reconvert_command(dataset_dir, meta):
+  """The converter command that writes `dataset_dir` again, from its dataset.json (with --source when it had one)."""
+  sources = [s.get("path") for s in (meta.get("sources") or {}).values() if isinstance(s, dict) and s.get("path")]
+  extra = (f"--source={sources[0]} " if meta.get("name") == "folder" and sources else "") + "--overwrite"
+  return convert_command(meta.get("name", "NAME"), dataset_dir, extra)
+
+
+def describe_problems(dataset_dir, meta, problems):
+  """One line naming the bad shards, their splits, and the command that fixes them."""
+  listed = "; ".join(f"{os.path.join(dataset_dir, name)} ({split} split) {problem}"
+                     for split, name, problem in problems[:3])
+  more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+  return (f"Corrupted dataset: {listed}{more}. Convert it again: {reconvert_command(dataset_dir, meta)}")

@@ -7,7 +7,9 @@ Parameters are counted on the built model at num_classes=1000 and at
 --num_classes; GFLOPs are counted from the TF graph at the default image size
 (batch 1, inference), the profiler's 2 FLOPs per multiply-add.
 """
-from absl import app
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import keras
 
@@ -50,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

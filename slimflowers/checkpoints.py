@@ -18,6 +18,7 @@ a different number of classes can never silently shift weights onto the wrong la
 import json
 import os
 import re
+import time
 
 from absl import logging
 import tensorflow as tf
@@ -70,7 +71,7 @@ def checkpoint_number(prefix):
 def checkpoint_files(prefix):
   """The .index and all .data-?????-of-N files of `prefix`; CheckpointUnreadable if any is missing."""
   index = prefix + ".index"
-  data = tf.io.gfile.glob(prefix + ".data-*-of-*")
+  data = [p for p in tf.io.gfile.glob(prefix + ".data-*-of-*") if re.search(r"\.data-\d+-of-\d+$", p)]
   if not tf.io.gfile.exists(index) or not data:
     raise CheckpointUnreadable(f"{prefix}: missing {'.index' if data else '.data-* files'} "
                                "(being written or being deleted)")
@@ -102,21 +103,130 @@ def list_checkpoints(train_dir, warned=None):
   return sorted(found, key=lambda p: (checkpoint_number(p), p))
 
 
+def _first_line(error):
+  message = getattr(error, "message", None) or str(error) or type(error).__name__
+  return " ".join(re.sub(r"\{\{[^}]*\}\}", "", message).split())[:300]
+
+
+def check_readable(prefix):
+  """Raises CheckpointUnreadable unless every tensor of the checkpoint at `prefix` reads completely.
+
+  TensorFlow's bundle reader checks each tensor's length and CRC32C as it reads it, so a truncated
+  or overwritten .data file (or a damaged .index) fails here, not in the middle of a restore.
+  It costs one read of the checkpoint.
+  """
+  checkpoint_files(prefix)
+  try:
+    reader = checkpoint_reader(prefix)
+    for key in reader.get_variable_to_dtype_map():
+      reader.get_tensor(key)
+  except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+    raise CheckpointUnreadable(f"{prefix}: {_first_line(e)}") from e
+
+
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+def _move_aside(prefix):
+  """Renames the files of `prefix` to NAME.unreadable (never deleted); returns the new names."""
+  moved = []
+  for path in sorted(tf.io.gfile.glob(prefix + ".*")):
+    if UNREADABLE_SUFFIX in os.path.basename(path):
+      continue
+    target, n = path + UNREADABLE_SUFFIX, 1
+    while tf.io.gfile.exists(target):
+      n += 1
+      target = f"{path}{UNREADABLE_SUFFIX}-{n}"
+    fileio.rename(path, target, overwrite=False)
+    moved.append(target)
+  return moved
+
+
+def _point_state_at(directory, prefix, bad):
+  """Rewrites the directory's `checkpoint` state file (what CheckpointManager and Orbit restore) to name `prefix`.
+
+  Its list keeps the older checkpoints (so the manager still rotates them), not the bad ones.
+  """
+  state = tf.train.get_checkpoint_state(directory)
+  names = [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else []
+  stamps = list(state.all_model_checkpoint_timestamps) if state else []
+  if len(stamps) != len(names):
+    stamps = [None] * len(names)
+  name = os.path.basename(prefix)
+  skip = {os.path.basename(p) for p in bad} | {name}
+  kept = [(n, t) for n, t in zip(names, stamps) if n not in skip and checkpoint_number(n) < checkpoint_number(name)]
+  # The manager pairs each path with its timestamp: without them it would forget (and never rotate) the older ones.
+  kept.append((name, dict(zip(names, stamps)).get(name) or time.time()))
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, name, all_model_checkpoint_paths=[n for n, _ in kept],
+      all_model_checkpoint_timestamps=[t or time.time() for _, t in kept],
+      last_preserved_timestamp=state.last_preserved_timestamp if state else None)
+
+
+def newest_readable(directory, *, move_aside=False):
+  """The newest checkpoint of `directory` that reads completely (check_readable), or None when it has none.
+
+  The newest is the one the `checkpoint` state file names (else the highest ckpt-STEP); a newer one that
+  does not read completely (a truncated or overwritten .data file) costs one checkpoint interval, not the
+  run: each is named in a warning and the previous one is used. Its files are never deleted: left in
+  place, or, with `move_aside` (the trainer, which holds the directory's lock), renamed NAME.unreadable,
+  and the state file is pointed at the checkpoint used (what CheckpointManager and Orbit restore).
+  Raises errors.BadValue when checkpoints exist but none reads completely.
+  """
+  latest = tf.train.latest_checkpoint(directory)
+  listed = list(reversed(list_checkpoints(directory)))
+  if latest is None:
+    candidates = listed
+  else:
+    candidates = [latest] + [p for p in listed if checkpoint_number(p) < checkpoint_number(latest)]
+  bad = []
+  chosen = None
+  for prefix in candidates:
+    try:
+      check_readable(prefix)
+    except CheckpointUnreadable as e:
+      bad.append((prefix, str(e).split(": ", 1)[-1]))
+      continue
+    chosen = prefix
+    break
+  if move_aside and chosen is not None and (bad or latest is None or
+                                            os.path.basename(latest) != os.path.basename(chosen)):
+    _point_state_at(directory, chosen, [p for p, _ in bad])
+  for prefix, reason in bad:
+    where = (f"its files are moved aside, never deleted: {', '.join(os.path.basename(m) for m in _move_aside(prefix))}"
+             if move_aside else "its files are left in place")
+    then = f"using the previous one, {os.path.basename(chosen)}" if chosen else "no older checkpoint reads either"
+    logging.warning("Checkpoint %s does not read completely (%s): %s; %s.", prefix, reason, then, where)
+  if chosen is None and bad:
+    raise errors.BadValue(
+        f"None of the {len(bad)} checkpoint(s) in {directory} reads completely (the newest, "
+        f"{os.path.basename(bad[0][0])}: {bad[0][1]}); they are left in place. Use another checkpoint, or train "
+        "again in a new --train_dir.")
+  return chosen
+
+
 def resolve_checkpoint(path):
-  """A checkpoint prefix from a prefix, a `prefix.index` path or a directory (its latest checkpoint)."""
+  """A checkpoint prefix from a prefix, a `prefix.index` path or a directory (its newest checkpoint that reads).
+
+  A directory falls back past corrupted checkpoints (newest_readable); a prefix named explicitly must read
+  completely, else it is a one-line error.
+  """
   if path.endswith(".index"):
     path = path[:-len(".index")]
   if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      listed = list_checkpoints(path)
-      latest = listed[-1] if listed else None
+    latest = newest_readable(path)
     if latest is None:
       raise errors.NotFound(
           f"--checkpoint_path={path} is a directory without checkpoints. Point it at a train_dir "
           "that holds ckpt-STEP.index files, or add --continuous to wait for the first one.")
     return latest
   if tf.io.gfile.exists(path + ".index"):
+    try:
+      check_readable(path)
+    except CheckpointUnreadable as e:
+      raise errors.BadValue(
+          f"--checkpoint_path={path} does not read completely ({str(e).split(': ', 1)[-1]}): it is corrupted or "
+          "half-written. Pass its directory to use the newest checkpoint that reads, or another checkpoint.") from e
     return path
   raise errors.NotFound(
       f"--checkpoint_path={path} is neither a directory nor a checkpoint (no {path}.index). "

@@ -15,7 +15,9 @@ children verbose and keeps their stderr in the per-child log files only.
 Errors. An errors.UserError (bad flag values, missing data, a wrong checkpoint, a busy
 directory) prints `program: error: message` on stderr and exits with its exit code (2),
 without a traceback; anything else is a bug and keeps its traceback. `--verbosity=1`
-(or SLIMFLOWERS_TRACEBACK=1) shows the traceback for expected errors too.
+(or SLIMFLOWERS_TRACEBACK=1) shows the traceback for expected errors too. Flags that do
+not parse (an unknown flag, a bad value, a required one missing) and absl's UsageError
+are refused the same way: one line, exit 2 (README, "Exit codes").
 """
 import logging as py_logging
 import os
@@ -116,11 +118,33 @@ def show_traceback():
 def report_user_error(error, program=None):
   """Prints an expected error as `program: error: message`; returns its exit code."""
   import traceback  # pylint: disable=g-import-not-at-top
-  program = program or os.path.basename(sys.argv[0] or "slimflowers")
+  program = program or program_name()
   if show_traceback():
     traceback.print_exception(error)
   print(f"{program}: {getattr(error, 'label', 'error')}: {error}", file=sys.stderr, flush=True)
   return error.exit_code
+
+
+def program_name():
+  """The script's file name (`python -m package` runs `package/__main__.py`: then the package's name)."""
+  path = sys.argv[0] or "slimflowers"
+  name = os.path.basename(path)
+  return os.path.basename(os.path.dirname(path)) if name == "__main__.py" else name
+
+
+def refuse(message, exit_code=2):
+  """Exits with `program: error: message` (one line) and `exit_code`, as an expected error does."""
+  print(f"{program_name()}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(exit_code)
+
+
+def parse_flags(argv):
+  """absl's flag parsing; a flag that does not parse is an expected error (one line, exit 2), not absl's exit 1."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    refuse(f"{str(e).rstrip('.')}. Run {program_name()} --helpshort for the flags.")
 
 
 def run(main):
@@ -134,5 +158,7 @@ def run(main):
       return main(argv)
     except errors.UserError as e:
       sys.exit(report_user_error(e))
+    except app.UsageError as e:  # absl's own "bad usage" error: the same one line and exit code as ours
+      refuse(e)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=parse_flags)

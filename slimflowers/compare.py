@@ -30,7 +30,9 @@ source that has it wins:
   of the int8 TFLite model (else the float32 one).
 Missing values are `n/a` in Markdown and empty in the CSV.
 """
-import csv
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+
+import csv  # pylint: disable=g-import-not-at-top,wrong-import-order
 import dataclasses
 import io
 import logging as py_logging
@@ -40,10 +42,10 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import metrics
 from slimflowers import run_dir
@@ -487,10 +489,10 @@ def main(argv):
   try:
     report = write_report(argv[1:], flags.FLAGS.output)
   except (NotARunError, ValueError) as e:
-    sys.exit(f"compare: {e}")
+    raise errors.BadValue(str(e)) from e  # one line, exit 2 (slimflowers/cli.py)
   print_report(report)
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -85,7 +85,13 @@ class _SplitEvaluation:
                                                expected_examples=self.split.num_samples)
 
 
-def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None, dataset_split_name="validation",
+def run(strategy, **flags):
+  """Evaluates as the flags say (see _run); a corrupted shard is one line naming it and the fix."""
+  with datasets.shard_errors_named(flags.get("dataset_dir")):
+    return _run(strategy, **flags)
+
+
+def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None, dataset_split_name="validation",
         eval_dir=None, preprocessing_name=None, eval_image_size=None, batch_size=100, use_ema=False,
         continuous=False, eval_interval_secs=60, eval_timeout_secs=3600, print_predictions=0, final_eval_splits=()):
   """Evaluates as the flags say; returns the list of result dicts recorded (all splits)."""

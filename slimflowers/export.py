@@ -34,16 +34,21 @@ serving module (preprocessing inside the graph) -> artifacts -> verification -> 
   this project (which proves it stands alone). A float32 artifact must agree on >= 99.9 % of top-1
   predictions with logits within 1e-4 relative (else it is a bug); a quantized one may lose at most
   --max_accuracy_drop points. Either failure exits non-zero after writing everything.
-- Outputs are written into a temporary sibling of --output_dir, renamed when complete (an earlier
-  export there is replaced; any other existing directory is refused).
+- Outputs are written into a temporary sibling of --output_dir, renamed when complete, with
+  export_manifest.json listing every file written (size, sha256). An earlier export there is replaced:
+  its own files (listed, unchanged) go, anything its user added is moved into the new one; a directory
+  without that manifest (even with an export.json in it) is refused. export.json and export_report.json
+  name the checkpoint relative to its run's parent: no local path is shipped with the model.
 
 The same code serves `predict_image_classifier.py` (predict.py) and the study (`export_run`).
 """
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,10 +67,12 @@ from slimflowers import errors
 from slimflowers import exact_eval
 from slimflowers import fileio
 from slimflowers import input_pipeline
+from slimflowers import locks
 from slimflowers import metrics
 from slimflowers import preprocessing
 from slimflowers import run_dir
 
+PROGRAM = "export_image_classifier.py"
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SAVED_MODEL_SUBDIR = "saved_model"
@@ -432,6 +439,16 @@ def _saved_model_description(module, num_classes):
   }}
 
 
+def shipped_checkpoint_name(source):
+  """The checkpoint as the shipped files name it: relative to its run's parent, e.g. `xception/ckpt-300`.
+
+  export.json and export_report.json travel with the model: no absolute path (a home directory, the
+  training machine's layout) goes into them.
+  """
+  train_dir = source.train_dir.rstrip("/")
+  return f"{os.path.basename(train_dir)}/{os.path.relpath(source.prefix, train_dir)}"
+
+
 def export_description(source, *, step, use_ema, module, tflite_models, saved_model=True):
   """export.json: what the files are and what an app must do around them."""
   tflite = {}
@@ -445,7 +462,8 @@ def export_description(source, *, step, use_ema, module, tflite_models, saved_mo
       "format_version": FORMAT_VERSION, "model_name": source.model_name, "num_classes": source.num_classes,
       "image_size": source.image_size, "preprocessing_name": source.preprocessing_name,
       "preprocessing": preprocessing.describe(source.preprocessing_name, source.image_size),
-      "labels_file": LABELS_FILE, "checkpoint": source.prefix, "step": int(step), "use_ema": bool(use_ema),
+      "labels_file": LABELS_FILE, "checkpoint": shipped_checkpoint_name(source), "step": int(step),
+      "use_ema": bool(use_ema),
       "top_k": module.top_k,
       "saved_model": _saved_model_description(module, source.num_classes) if saved_model else None,
       "tflite": tflite, "tflite_app_steps": steps,
@@ -714,6 +732,17 @@ def format_table(rows):
 # The program
 
 
+def resolve_top_k(top_k, num_classes):
+  """--top_k: unset, metrics.TOP_K (5) or the number of classes when fewer; a larger k asked for is clamped to
+  the number of classes, and the log says so."""
+  if top_k is None:
+    return metrics.effective_top_k(num_classes)
+  if top_k > num_classes:
+    logging.warning("--top_k=%d exceeds the model's %d classes: the top-k outputs hold %d.", top_k, num_classes,
+                    num_classes)
+  return metrics.effective_top_k(num_classes, top_k)
+
+
 def _check_options(formats, quantize, top_k, max_accuracy_drop, num_calibration_images, batch_size):
   formats, quantize = tuple(formats), tuple(quantize)
   for name, values, allowed in (("formats", formats, FORMATS), ("quantize", quantize, QUANTIZATIONS)):
@@ -721,43 +750,215 @@ def _check_options(formats, quantize, top_k, max_accuracy_drop, num_calibration_
     if unknown or not values:
       raise errors.BadValue(f"--{name}={','.join(values)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}. "
                             f"Use a comma-separated subset of {','.join(allowed)}.")
-  for name, value, low in (("top_k", top_k, 1), ("num_calibration_images", num_calibration_images, 1),
+  for name, value, low in (("top_k", 1 if top_k is None else top_k, 1),
+                           ("num_calibration_images", num_calibration_images, 1),
                            ("batch_size", batch_size, 1), ("max_accuracy_drop", max_accuracy_drop, 0)):
     if value < low:
       raise errors.BadValue(f"--{name}={value} must be >= {low}.")
   return formats, (quantize if "tflite" in formats else ())
 
 
-def _replaceable(output_dir):
-  """True when output_dir is absent, empty or an earlier export; anything else is refused, never replaced."""
-  if not fileio.exists(output_dir):
+# ----------------------------------------------------------------------------------------------------------------------
+# The output directory: only the export's own files are ever replaced
+
+
+def _all_names():
+  """Every top-level name an export can write."""
+  return ({SAVED_MODEL_SUBDIR, LABELS_FILE, run_dir.EXPORT_JSON, run_dir.EXPORT_REPORT, run_dir.EXPORT_MANIFEST}
+          | {tflite_filename(q) for q in QUANTIZATIONS})
+
+
+def _written_names(formats, quantize):
+  """The top-level names an export with these options writes."""
+  names = {LABELS_FILE, run_dir.EXPORT_JSON, run_dir.EXPORT_REPORT, run_dir.EXPORT_MANIFEST}
+  return names | ({SAVED_MODEL_SUBDIR} if "saved_model" in formats else set()) | {tflite_filename(q) for q in quantize}
+
+
+def _files_below(directory):
+  """Relative paths ('a/b') of the files and symbolic links below `directory` (links never followed)."""
+  if not fileio.is_local(directory):
+    return sorted(os.path.relpath(os.path.join(d, f), directory).replace(os.sep, "/")
+                  for d, _, files in tf.io.gfile.walk(directory) for f in files)
+  directory = fileio.local_path(directory)
+  found = []
+  for d, dirnames, files in os.walk(directory):
+    links = [n for n in dirnames if os.path.islink(os.path.join(d, n))]
+    dirnames[:] = [n for n in dirnames if n not in links]
+    found += [os.path.relpath(os.path.join(d, f), directory).replace(os.sep, "/") for f in files + links]
+  return sorted(found)
+
+
+def _sha256(path):
+  if fileio.is_local(path):
+    return records.file_sha256(path)
+  return hashlib.sha256(fileio.read_bytes(path)).hexdigest()
+
+
+def write_manifest(directory):
+  """export_manifest.json: every file the export wrote, with its size and sha256 (what a later export may replace)."""
+  files = {rel: {"bytes": fileio.size(os.path.join(directory, rel)), "sha256": _sha256(os.path.join(directory, rel))}
+           for rel in _files_below(directory) if rel not in (run_dir.EXPORT_MANIFEST, locks.LOCK_NAME)}
+  fileio.write_json_atomic(os.path.join(directory, run_dir.EXPORT_MANIFEST),
+                           {"format_version": FORMAT_VERSION, "written_by": "export_image_classifier.py",
+                            "files": files})
+
+
+def _manifest_files(directory):
+  """The manifest's {relative path: {"bytes", "sha256"}}, or None when `directory` holds no export manifest."""
+  manifest = fileio.read_json(os.path.join(directory, run_dir.EXPORT_MANIFEST))
+  files = manifest.get("files")
+  if manifest.get("written_by") != "export_image_classifier.py" or not isinstance(files, dict):
+    return None
+  return files
+
+
+def _unchanged(directory, rel, recorded):
+  path = os.path.join(directory, rel)
+  if not fileio.isfile(path) or (fileio.is_local(path) and os.path.islink(fileio.local_path(path))):
     return False
-  if not fileio.isdir(output_dir):
-    raise errors.BadValue(f"--output_dir={output_dir} is a file. Pass a directory (it is created).")
-  names = set(fileio.listdir(output_dir))
-  if names and not names & {run_dir.EXPORT_JSON, run_dir.EXPORT_REPORT}:
-    raise errors.BadValue(f"--output_dir={output_dir} exists and is not an export (no {run_dir.EXPORT_JSON}): "
-                          "refusing to replace it. Pass a new directory, or remove this one.")
-  return True
+  return fileio.size(path) == recorded.get("bytes") and _sha256(path) == recorded.get("sha256")
+
+
+@dataclasses.dataclass
+class OutputDir:
+  """An existing export directory: the export's own files, and what its user added or changed (kept)."""
+  ours: list     # relative paths listed in the manifest, unchanged: replaced by the new export
+  users: list    # relative paths (a whole top-level entry, or a file below saved_model/) the export did not write
+  listed: dict   # the manifest's files
+
+
+def inspect_output_dir(output_dir):
+  """None when --output_dir is absent or empty; its OutputDir when it is an export; else a one-line refusal.
+
+  A directory is an export only if it holds the manifest an export writes (a file merely called export.json
+  is not enough). In an export, files listed in the manifest with the content recorded there are the
+  export's; everything else (a NOTES.md, an app_assets/ folder, a labels.txt edited since) is the user's.
+  """
+  fileio.check_directory_flag("output_dir", output_dir)
+  if not fileio.exists(output_dir) or not fileio.listdir(output_dir):
+    return None
+  listed = _manifest_files(output_dir)
+  if listed is None:
+    raise errors.BadValue(
+        f"--output_dir={output_dir} exists and is not an export written by {PROGRAM} (no {run_dir.EXPORT_MANIFEST} "
+        "listing its files): refusing to write into it. Pass a new or empty directory.")
+  ours, users = [], []
+  for name in fileio.listdir(output_dir):
+    if name == run_dir.EXPORT_MANIFEST:
+      continue
+    below = [rel for rel in listed if rel.startswith(name + "/")]
+    if below and fileio.isdir(os.path.join(output_dir, name)):  # a directory the export wrote: file by file
+      for rel in _files_below(os.path.join(output_dir, name)):
+        rel = f"{name}/{rel}"
+        (ours if rel in listed and _unchanged(output_dir, rel, listed[rel]) else users).append(rel)
+    else:
+      (ours if name in listed and _unchanged(output_dir, name, listed[name]) else users).append(name)
+  return OutputDir(ours=ours, users=users, listed=listed)
+
+
+def check_output_dir(output_dir, formats, quantize, overwrite=False):
+  """The existing export in --output_dir (or None); refuses when the new export would replace files of the user's.
+
+  The user's files are kept (carried into the new export); those at a path the new export writes (a
+  model_int8.tflite of their own, a labels.txt edited since) are replaced only with --overwrite.
+  """
+  existing = inspect_output_dir(output_dir)
+  if existing is None:
+    return None
+  written = _written_names(formats, quantize)
+  # A file at a path the new export writes: a top-level name it writes, or a changed file of the old export's
+  # below one of its directories (saved_model/ is written again with the same layout).
+  replaced = [rel for rel in existing.users
+              if rel in written or ("/" in rel and rel.split("/")[0] in written and rel in existing.listed)]
+  if replaced and not overwrite:
+    raise errors.BadValue(
+        f"--output_dir={output_dir} holds {', '.join(replaced[:5])}{' ...' if len(replaced) > 5 else ''}, which the "
+        "export did not write (or which changed since it did), at a path the new export writes: move them away, "
+        "or pass --overwrite to replace them.")
+  kept = [rel for rel in existing.users if rel not in replaced]
+  if kept:
+    logging.info("Keeping %d file(s) in %s that the export did not write: %s", len(kept), output_dir,
+                 ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+  return existing
+
+
+def _carry_users_files(output_dir, staging, overwrite):
+  """Moves the user's entries of the old export into the new one (renames: same filesystem), before the swap."""
+  existing = inspect_output_dir(output_dir)
+  for rel in existing.users if existing else []:
+    source, target = os.path.join(output_dir, rel), os.path.join(staging, rel)
+    if os.path.lexists(target):
+      if overwrite:
+        continue  # --overwrite: the new export's file replaces it
+      raise errors.BadValue(f"{source} appeared during the export, at a path the export writes; it is left in "
+                            "place and the export is not replaced. Move it away, or pass --overwrite.")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(source, target)
+
+
+def _leftover(output_dir, name):
+  """True for the names of our temporary siblings of `output_dir` (tempfile.mkdtemp's or fileio.tmp_name's)."""
+  base = re.escape(os.path.basename(output_dir.rstrip("/")) + fileio.TMP_MARK)
+  return re.fullmatch(base + r"([a-z0-9_]{8}|[0-9a-f]{12})", name) is not None
+
+
+def remove_leftovers(output_dir):
+  """Removes `OUTPUT.tmp-*` siblings a killed export left (each up to a full copy of the model), with a log line.
+
+  Only what an export wrote there goes: a sibling still in use by a running export (its lock) is skipped, and
+  one that holds anything else (files of the user's being carried when the export was killed) is left in
+  place and named.
+  """
+  if not fileio.is_local(output_dir):
+    return []
+  path = fileio.abspath(output_dir)
+  parent = os.path.dirname(path)
+  removed = []
+  for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+    leftover = os.path.join(parent, name)
+    if not _leftover(path, name) or not os.path.isdir(leftover) or os.path.islink(leftover):
+      continue
+    if locks.live_holder(leftover):
+      continue  # an export still writing it
+    listed = _manifest_files(leftover)
+    entries = _files_below(leftover) if listed is not None else os.listdir(leftover)
+    foreign = [e for e in entries if e not in (locks.LOCK_NAME, run_dir.EXPORT_MANIFEST) and not (
+        e in listed if listed is not None else e in _all_names() or fileio.TMP_MARK in e)]
+    if foreign:
+      logging.warning("%s holds files an export did not write (%s): left in place. Move them back where they "
+                      "belong, then delete it.", leftover, ", ".join(foreign[:5]))
+      continue
+    fileio.rmtree(leftover)
+    removed.append(name)
+  if removed:
+    logging.warning("Removed %d leftover(s) of a killed export beside %s: %s", len(removed), output_dir,
+                    ", ".join(removed))
+  return removed
 
 
 @contextlib.contextmanager
-def staging_dir(output_dir):
-  """A local directory to write into; it becomes output_dir when complete (renamed locally, copied to a URL)."""
+def staging_dir(output_dir, existing, overwrite=False):
+  """A local directory to write into; it becomes output_dir when complete (renamed locally, copied to a URL).
+
+  Before the swap the manifest is written and the user's entries of the old export are moved in; the old
+  export's own files go with it. `existing`: check_output_dir's result.
+  """
   if fileio.is_local(output_dir):
-    with fileio.atomic_dir(output_dir, replace=_replaceable(output_dir)) as tmp:
+    with fileio.atomic_dir(output_dir, replace=fileio.exists(output_dir)) as tmp:  # absent, empty or an export
+      lock = locks.DirLock(tmp, PROGRAM).acquire()  # a killed export's leftover vs. one still running
       yield tmp
+      lock.release()
+      write_manifest(tmp)
+      _carry_users_files(output_dir, tmp, overwrite)
     return
-  _replaceable(output_dir)
   with tempfile.TemporaryDirectory(prefix="slimflowers_export_") as tmp:
     yield tmp
-    if fileio.exists(output_dir):
-      fileio.rmtree(output_dir)
-    for directory, _, files in tf.io.gfile.walk(tmp):
-      target = os.path.join(output_dir, os.path.relpath(directory, tmp))
-      fileio.makedirs(target)
-      for name in files:
-        fileio.copy(os.path.join(directory, name), os.path.join(target, name))
+    write_manifest(tmp)
+    for rel in existing.ours if existing else []:  # the old export's own files; the user's stay
+      fileio.remove(os.path.join(output_dir, rel))
+    for rel in _files_below(tmp):
+      fileio.makedirs(os.path.dirname(os.path.join(output_dir, rel)))
+      fileio.copy(os.path.join(tmp, rel), os.path.join(output_dir, rel))
 
 
 def _directory_bytes(directory):
@@ -765,14 +966,16 @@ def _directory_bytes(directory):
 
 
 def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS, quantize=("float32", "int8"),
-               verify_split=None, calibration_split="train", num_calibration_images=300, use_ema=False, top_k=5,
-               max_accuracy_drop=2.0, batch_size=32):
+               verify_split=None, calibration_split="train", num_calibration_images=300, use_ema=False, top_k=None,
+               max_accuracy_drop=2.0, batch_size=32, overwrite=False):
   """Exports and verifies one checkpoint (see the module doc). Returns the report (also in export_report.json).
+
+  `overwrite`: replace files of the user's in output_dir at paths the export writes (check_output_dir).
 
   Raises VerificationFailed (after writing everything) when an artifact misses its bound.
   """
   formats, quantize = _check_options(formats, quantize, top_k, max_accuracy_drop, num_calibration_images, batch_size)
-  _replaceable(output_dir)  # refuse a foreign directory now, not after the conversions
+  existing = check_output_dir(output_dir, formats, quantize, overwrite)  # refuse now, not after the conversions
   # ---------------- Which model, which data ----------------
   source = resolve_source(checkpoint_path, dataset_dir)
   skipped = []
@@ -788,6 +991,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
                    "pass --dataset_dir to measure them.")
   for message in skipped:
     logging.warning("%s", message)
+  top_k = resolve_top_k(top_k, source.num_classes)
   model, step = build_model(source, use_ema=use_ema)
   module = ServingModule(model, class_names=source.class_names, image_size=source.image_size,
                          preprocessing_name=source.preprocessing_name, top_k=top_k)
@@ -795,7 +999,8 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
                source.num_classes, source.image_size, source.preprocessing_name, source.prefix, step,
                ", EMA weights" if use_ema else "", output_dir)
 
-  with staging_dir(output_dir) as tmp:
+  remove_leftovers(output_dir)
+  with staging_dir(output_dir, existing, overwrite) as tmp:
     # ---------------- Artifacts ----------------
     tflite_models = {}
     if "saved_model" in formats:
@@ -819,7 +1024,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
     rows = verify(tmp, model, tflite_models, source, splits.verify if splits else None, batch_size,
                   saved_model="saved_model" in formats)
     failures = verification_failures(rows, max_accuracy_drop)
-    report = {"format_version": FORMAT_VERSION, "checkpoint": source.prefix, "step": int(step),
+    report = {"format_version": FORMAT_VERSION, "checkpoint": shipped_checkpoint_name(source), "step": int(step),
               "use_ema": bool(use_ema), "model_name": source.model_name, "num_classes": source.num_classes,
               "image_size": source.image_size, "preprocessing_name": source.preprocessing_name,
               "verify_split": splits.verify.split_name if splits else None,
@@ -844,7 +1049,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   prefix_bytes = sum(fileio.size(p) for p in checkpoints.checkpoint_files(source.prefix))
   saved_model_dir = os.path.join(export_dir, SAVED_MODEL_SUBDIR)
   if split is None:
-    rows = [artifact_row("checkpoint", quantization=None, file=source.prefix, size_bytes=prefix_bytes)]
+    rows = [artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
+                         size_bytes=prefix_bytes)]
     if saved_model:
       rows.append(artifact_row(SAVED_MODEL_SUBDIR, quantization="float32", file=SAVED_MODEL_SUBDIR,
                                size_bytes=_directory_bytes(saved_model_dir)))
@@ -853,8 +1059,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   start = time.perf_counter()
   ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size)
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
-  checkpoint = artifact_row("checkpoint", quantization=None, file=source.prefix, size_bytes=prefix_bytes,
-                            logits=ref.logits, **common)
+  checkpoint = artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
+                            size_bytes=prefix_bytes, logits=ref.logits, **common)
   rows = [checkpoint]
   top1 = checkpoint["top1"]
   if saved_model:

@@ -10,6 +10,10 @@ line, when its process no longer runs on this host, or when its heartbeat is old
 than STALE_SECS (a holder on another machine that died, e.g. a preempted cluster job
 restarted elsewhere). A live holder means a clear refusal (errors.Busy).
 
+The directory is created if missing; if the holder leaves it empty (a command refused
+after taking the lock: bad data, a wrong checkpoint), release() removes it again, with
+the parents it created, so a refused command leaves no empty directory behind.
+
 Local directories use O_CREAT|O_EXCL, which is atomic. Other filesystems have no
 exclusive create: the lock is written, re-read after a moment, and kept only if it
 still holds our token (write-then-verify; two starts within that moment can both
@@ -63,6 +67,15 @@ def describe(holder):
           f"{started})")
 
 
+def live_holder(directory):
+  """The holder (the lock file's JSON) when a live process holds `directory`'s lock; None when there is no lock or
+  a stale one. Reads only: nothing in `directory` is touched."""
+  lock = DirLock(directory, "")
+  holder = lock._read()  # pylint: disable=protected-access
+  stale = lock._stale_reason(holder) if holder is not None else "no lock"  # pylint: disable=protected-access
+  return holder if stale is None else None
+
+
 class DirLock:
   """The lock on `directory` for `program`; a context manager (see the module doc)."""
 
@@ -74,6 +87,7 @@ class DirLock:
     self.token = uuid.uuid4().hex
     self.held = False
     self._last_beat = 0.0
+    self._made_dirs = []  # the directories acquire() created, deepest first (removed again if left empty)
 
   def _content(self):
     now = time.time()
@@ -120,7 +134,26 @@ class DirLock:
     holder = self._read()
     return isinstance(holder, dict) and holder.get("token") == self.token
 
+  def _missing_dirs(self):
+    """`directory` and its missing parents, deepest first (local paths only; [] when it exists)."""
+    if not fileio.is_local(self.directory):
+      return []
+    missing, current = [], fileio.abspath(self.directory)
+    while not os.path.lexists(current) and os.path.dirname(current) != current:
+      missing.append(current)
+      current = os.path.dirname(current)
+    return missing
+
+  def _remove_created_if_empty(self):
+    for directory in self._made_dirs:
+      try:
+        os.rmdir(directory)  # only ever removes an empty directory
+      except OSError:
+        break
+    self._made_dirs = []
+
   def acquire(self):
+    self._made_dirs = self._missing_dirs()
     try:
       fileio.makedirs(self.directory)
     except (NotADirectoryError, FileExistsError) as e:
@@ -163,6 +196,7 @@ class DirLock:
     if not isinstance(holder, dict) or holder.get("token") == self.token:
       fileio.remove(self.path)
     self.held = False
+    self._remove_created_if_empty()
 
   def __enter__(self):
     return self.acquire()

@@ -11,13 +11,22 @@
 - a run directory or checkpoint: the Keras model restored as the evaluator restores it
   (exact_eval.restore), with the run's preprocessing.
 
-Directories are walked recursively (sorted; names starting with "." are skipped). Every file gets
-one row, in that order: `path,label_1,probability_1,...,label_k,probability_k,error` in CSV, or one
-JSON object per line (`--output=*.jsonl`); without --output the top-1 class of each file is printed.
-Files are read, decoded and batched by tf.data in parallel (order kept). A file that cannot be
-classified (unreadable, truncated, not an image) is left out of the batches (ignore_errors over
-enumerated files), and the decoder's message for those few is then obtained eagerly: its row holds
-the error and the run goes on. Exit code 0 unless no file at all could be classified.
+Directories are walked as the converter walks them (datasets.dataset_utils.walk_files: sorted, names
+starting with "." skipped, directory links not followed, so a link loop cannot make the walk endless);
+each file is classified once. Every file gets one row, in that order:
+`path,label_1,probability_1,...,label_k,probability_k,error` in CSV, or one JSON object per line
+(`--output=*.jsonl`); without --output the top-1 class of each file is printed. An existing --output
+is replaced only when predict wrote it (its first line is predict's CSV header or JSON row), or with
+--overwrite.
+
+Before anything is decoded, each file's header is screened with the converter's limits
+(datasets/images.py): an image claiming more pixels than it can hold or than is safe to decode
+(a decompression bomb) gets an error row at no memory cost, and a JPEG with a side above 4096 px is
+decoded at reduced scale, as the converter stores it. Files are then read, decoded and batched by
+tf.data in parallel (order kept). A file that cannot be classified (unreadable, truncated, not an
+image) is left out of the batches (ignore_errors over enumerated files), and the decoder's message for
+those few is then obtained eagerly: its row holds the error and the run goes on. Exit code 0 unless no
+file at all could be classified.
 """
 import csv
 import dataclasses
@@ -25,12 +34,15 @@ import io
 import json
 import os
 import re
+import stat
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from datasets import dataset_utils
+from datasets import images
 from slimflowers import errors
 from slimflowers import exact_eval
 from slimflowers import export
@@ -59,15 +71,19 @@ class Prediction:
 
 
 def _walk(directory):
+  """The converter's walk (directory links not followed: a link loop cannot make it endless), sorted."""
+  if fileio.is_local(directory):
+    return sorted(dataset_utils.walk_files(fileio.local_path(directory)))
   found = []
-  for root, dirnames, filenames in tf.io.gfile.walk(directory):
+  for root, dirnames, filenames in tf.io.gfile.walk(directory):  # object stores: no links
     dirnames[:] = sorted(d for d in dirnames if not d.rstrip("/").startswith("."))
     found += [os.path.join(root, f) for f in filenames if not f.startswith(".")]
   return sorted(found)
 
 
 def list_files(paths):
-  """The files to classify: files as given, directories walked, unmatched quoted globs expanded; order kept.
+  """The files to classify: files as given, directories walked, unmatched quoted globs expanded; order kept,
+  each file once.
 
   A path that does not exist stays in the list: its row will say so.
   """
@@ -82,16 +98,58 @@ def list_files(paths):
   if not files:
     raise errors.NotFound(f"No files to classify in {' '.join(paths) or '(no paths given)'}. Pass image files or "
                           "directories after the flags, e.g. predict_image_classifier.py --model=exports/x photos/")
-  return files
+  seen = set()
+  unique = [f for f in files if not (os.path.normpath(f) in seen or seen.add(os.path.normpath(f)))]
+  if len(unique) < len(files):
+    logging.info("%d file(s) named more than once are classified once.", len(files) - len(unique))
+  return unique
 
 
-def image_batches(files, image_size, preprocessing_name, batch_size):
-  """(file indices, file bytes, preprocessed images) batches; files that fail to read or decode are left out."""
-  def load(index, path):
+def screen(path):
+  """images.screen_file on `path`'s header: ("decode" | "shrink" | None, None), or (None, the reason it is refused).
+
+  Nothing is decoded here: an image whose header claims more pixels than the converter's limit (a
+  decompression bomb) becomes an error row without costing its gigabytes.
+  """
+  try:
+    if fileio.is_local(path):
+      fd = os.open(fileio.local_path(path), os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+      with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+          return None, "not a regular file (a FIFO, socket, device or directory)"
+        return images.screen_file(f, info.st_size), None
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return images.screen_file(f, fileio.size(path)), None
+  except images.SkipImage as e:
+    return None, str(e)
+  except (OSError, tf.errors.OpError):
+    return None, None  # unreadable: the reader's own message
+
+
+def _shrunk(data):
+  """A JPEG with a side above images.DEFAULT_MAX_IMAGE_SIDE, decoded at reduced scale and re-encoded at that size,
+  as the converter stores it (datasets/images.py): its memory stays bounded."""
+  return images.prepare_image(bytes(data), images.DEFAULT_MAX_IMAGE_SIDE)[0]
+
+
+def image_batches(files, image_size, preprocessing_name, batch_size, shrink=None):
+  """(file indices, file bytes, preprocessed images) batches; files that fail to read or decode are left out.
+
+  `files`: [(index, path)]; `shrink`: the indices to decode at reduced scale first (_shrunk).
+  """
+  shrink = shrink or set()
+
+  def load(index, path, reduce):
     data = tf.io.read_file(path)
+    data = tf.cond(reduce, lambda: tf.reshape(tf.numpy_function(_shrunk, [data], tf.string, stateful=False), []),
+                   lambda: data)
     return index, data, export.preprocess_image_bytes(data, image_size, preprocessing_name)
 
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string)).enumerate()
+  indices = tf.constant([i for i, _ in files], tf.int64)
+  paths = tf.constant([p for _, p in files], tf.string)
+  reduce = tf.constant([i in shrink for i, _ in files], tf.bool)
+  ds = tf.data.Dataset.from_tensor_slices((indices, paths, reduce))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -103,12 +161,17 @@ def clean_message(message):
   return " ".join(message.split()) or "unknown error"
 
 
-def error_message(path, image_size, preprocessing_name):
+def error_message(path, image_size, preprocessing_name, shrink=False):
   """Why `path` cannot be classified: the same read and decode, run eagerly to get the message."""
   try:
-    export.preprocess_image_bytes(tf.io.read_file(path), image_size, preprocessing_name)
+    data = tf.io.read_file(path)
+    if shrink:
+      data = _shrunk(data.numpy())
+    export.preprocess_image_bytes(data, image_size, preprocessing_name)
   except tf.errors.OpError as e:
     return clean_message(e.message)
+  except images.SkipImage as e:
+    return str(e)
   return "could not be read (did the file change while it was read?)"
 
 
@@ -206,13 +269,20 @@ def _progress(done, total, start):
 def predict(predictor, files, *, top_k=5, batch_size=64):
   """One Prediction per file, in order."""
   k = metrics.effective_top_k(len(predictor.class_names), top_k)
-  found = {}
+  found, refused, shrink = {}, {}, set()
+  for i, path in enumerate(files):  # headers only: nothing over the pixel limit is ever decoded
+    verdict, reason = screen(path)
+    if reason is not None:
+      refused[i] = reason
+    elif verdict == "shrink":
+      shrink.add(i)
   start = last_log = time.monotonic()
   # libjpeg writes its complaints about broken files ("Premature end of JPEG file") straight to stderr.
   with export.native_stderr_captured():
-    for indices, data, images in image_batches(files, predictor.image_size, predictor.preprocessing_name,
-                                               batch_size):
-      probabilities = predictor.probabilities(data, images)
+    for indices, data, pixels in image_batches([(i, p) for i, p in enumerate(files) if i not in refused],
+                                               predictor.image_size, predictor.preprocessing_name, batch_size,
+                                               shrink):
+      probabilities = predictor.probabilities(data, pixels)
       best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
       for index, row, classes in zip(indices.numpy(), probabilities, best):
         found[int(index)] = [(int(c), predictor.class_names[c], float(row[c])) for c in classes]
@@ -220,7 +290,8 @@ def predict(predictor, files, *, top_k=5, batch_size=64):
         _progress(int(indices.numpy()[-1]) + 1, len(files), start)
         last_log = time.monotonic()
     return [Prediction(path, found[i]) if i in found else
-            Prediction(path, [], error_message(path, predictor.image_size, predictor.preprocessing_name))
+            Prediction(path, [], refused.get(i) or error_message(path, predictor.image_size,
+                                                                 predictor.preprocessing_name, i in shrink))
             for i, path in enumerate(files)]
 
 
@@ -254,13 +325,51 @@ def _output_format(output):
   return extension
 
 
-def run(model, paths, *, top_k=5, output=None, batch_size=64, use_ema=False):
-  """Classifies the files under `paths` as the flags say; returns the list of Predictions."""
-  if top_k < 1 or batch_size < 1:
+_CSV_HEADER = re.compile(r"path(,label_\d+,probability_\d+)+,error")
+_JSONL_KEYS = {"path", "error", "top_k"}
+
+
+def written_by_predict(output, extension):
+  """True when `output` is a file this program wrote: its first line is the header format_csv writes, or a row
+  format_jsonl writes (exactly path, error, top_k). Anything else is a file of the user's."""
+  try:
+    with open(fileio.local_path(output), "rb") if fileio.is_local(output) else tf.io.gfile.GFile(output, "rb") as f:
+      first = f.read(1 << 16).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+  except (OSError, UnicodeDecodeError, tf.errors.OpError):
+    return False
+  if extension == ".csv":
+    return _CSV_HEADER.fullmatch(first) is not None
+  try:
+    row = json.loads(first)
+  except ValueError:
+    return False
+  return isinstance(row, dict) and set(row) == _JSONL_KEYS
+
+
+def check_output(output, overwrite=False):
+  """--output's format (.csv or .jsonl); an existing file is replaced only if predict wrote it, or with --overwrite."""
+  extension = _output_format(output)
+  if fileio.isdir(output):
+    raise errors.BadValue(f"--output={output} is a directory. Pass a file name ending in "
+                          f"{' or '.join(OUTPUT_FORMATS)}.")
+  if fileio.exists(output) and not overwrite and not written_by_predict(output, extension):
+    raise errors.BadValue(f"--output={output} exists and was not written by predict_image_classifier.py: refusing "
+                          "to replace it. Pass another file name, or --overwrite to replace it.")
+  return extension
+
+
+def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False):
+  """Classifies the files under `paths` as the flags say; returns the list of Predictions.
+
+  `top_k`: default 5 (or the number of classes, when fewer); `overwrite`: replace an --output file that
+  predict did not write (check_output).
+  """
+  if (top_k is not None and top_k < 1) or batch_size < 1:
     raise errors.BadValue(f"--top_k={top_k} and --batch_size={batch_size} must both be >= 1.")
-  extension = _output_format(output) if output else None
+  extension = check_output(output, overwrite) if output else None
   files = list_files(paths)
   predictor = load_predictor(model, use_ema=use_ema)
+  top_k = export.resolve_top_k(top_k, len(predictor.class_names))
   logging.info("Classifying %d file(s) with %s", len(files), predictor.what)
   start = time.monotonic()
   predictions = predict(predictor, files, top_k=top_k, batch_size=batch_size)

@@ -11,7 +11,8 @@
       eval_test_best/                                            the best-by-validation checkpoint on the test split
       train.log, eval.log                                        the study's per-child logs
     RUNS_DIR/report/                                             python -m slimflowers.compare (REPORT_FILES)
-    EXPORT_DIR/saved_model/, model_<quant>.tflite, labels.txt, export.json, export_report.json
+    EXPORT_DIR/saved_model/, model_<quant>.tflite, labels.txt, export.json, export_report.json,
+      export_manifest.json
                                                                (the study's: TRAIN_DIR/export/)
 """
 import os
@@ -34,6 +35,7 @@ EVAL_LOG = "eval.log"
 EXPORT_SUBDIR = "export"          # the study's export of a run's best checkpoint: TRAIN_DIR/export/
 EXPORT_JSON = "export.json"
 EXPORT_REPORT = "export_report.json"
+EXPORT_MANIFEST = "export_manifest.json"  # every file the export wrote, with its size and sha256
 _EVENTS_GLOB = "events.out.tfevents.*"
 
 

@@ -65,7 +65,11 @@ FLAGS = flags.FLAGS
 
 
 class StudyError(errors.UserError, RuntimeError):
-  """The study cannot go on; the message says which model, and what to look at."""
+  """The study cannot start (bad flags, no usable dataset): refused, like any expected error (exit 2)."""
+
+
+class StudyFailed(StudyError):
+  """The study ran and a model's run did not complete; the message says which model, and what to look at."""
   exit_code = 1
 
 
@@ -201,7 +205,7 @@ def run_model(cfg, model, *, has_test, supervisor=None):
     trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log, env=child_env(cfg))
     supervisor.wait(model, [trainer, evaluator()])
     if not training_done(train_dir):
-      raise StudyError(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
+      raise StudyFailed(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
                        f"finished.\n  command: {shlex.join(trainer.cmd)}\n  log: {train_log}")
   missing = missing_evaluations(train_dir, test_split)
   if missing:  # e.g. the study was stopped after training: one evaluator process catches up on all of it
@@ -209,7 +213,7 @@ def run_model(cfg, model, *, has_test, supervisor=None):
     supervisor.wait(model, [evaluator()])
     missing = missing_evaluations(train_dir, test_split)
     if missing:
-      raise StudyError(f"{model}: the evaluator exited without evaluating {', '.join(missing)}; see {eval_log}.")
+      raise StudyFailed(f"{model}: the evaluator exited without evaluating {', '.join(missing)}; see {eval_log}.")
   else:
     supervisor.say(f"{model}: every evaluation is done ({train_dir})")
   if cfg.export:
@@ -248,6 +252,7 @@ def run_study(cfg, models, *, out=None, supervisor=None):
   """
   from slimflowers import compare  # pylint: disable=g-import-not-at-top  (matplotlib; only at the end)
   supervisor = supervisor or children_lib.Supervisor(out=out)
+  fileio.check_directory_flag("runs_dir", cfg.runs_dir)  # before anything runs or is created
   if not models:
     raise StudyError("--models is empty. Pass a comma-separated list, e.g. --models=cifarnet,mobilenet_v1_025 "
                      "(python -m nets lists the names).")

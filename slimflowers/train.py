@@ -9,6 +9,7 @@ restore -> run metadata -> loop -> done. The update step is trainer.py.
 Resume order (written down, logged loudly): a checkpoint in train_dir wins over
 --checkpoint_path, which wins over random initialization.
 """
+import contextlib
 import math
 import os
 import tempfile
@@ -73,6 +74,8 @@ def resolve_config(cfg):
     value = getattr(cfg, name)
     if value is not None and value < 1:
       raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
+  if cfg.tf_data_service and cfg.tf_data_service_timeout_secs < 1:
+    raise errors.BadValue(f"--tf_data_service_timeout_secs={cfg.tf_data_service_timeout_secs} must be >= 1.")
   if cfg.decoded_cache_mb is not None and cfg.decoded_cache_mb < 0:
     raise errors.BadValue(f"--decoded_cache_mb={cfg.decoded_cache_mb} must be >= 0 (0: off).")
   if cfg.crop_area_range and len(cfg.crop_area_range) != 2:
@@ -174,6 +177,8 @@ def run(cfg):
     raise errors.BadValue(f"--batch_size={cfg.batch_size} is not divisible by the {num_replicas} replicas; "
                           f"use a multiple of {num_replicas}.")
   chief = devices.is_chief(strategy)
+  if cfg.tf_data_service:  # nothing listening there: an error within the timeout, before anything is created
+    data_service.wait_until_reachable(cfg.tf_data_service, cfg.tf_data_service_timeout_secs)
   # ---------------- train_dir: one trainer at a time (the chief's lock), leftovers of killed runs ----------------
   lock = locks.DirLock(cfg.train_dir, PROGRAM) if chief else None
   if lock is not None:
@@ -181,7 +186,8 @@ def run(cfg):
   try:
     if chief:
       fileio.remove_leftovers(cfg.train_dir, LEFTOVERS, what="a killed trainer")
-    return _run_locked(cfg, strategy, chief, lock)
+    with datasets.shard_errors_named(cfg.dataset_dir):  # a corrupted shard: named, with the fix
+      return _run_locked(cfg, strategy, chief, lock)
   finally:
     if lock is not None:
       lock.release()
@@ -203,7 +209,8 @@ def _run_locked(cfg, strategy, chief, lock):
                          datasets.conversion_options(cfg.dataset_dir).get("resize_to"))
 
   # ---------------- Model, optimizer, checkpoint ----------------
-  latest = tf.train.latest_checkpoint(cfg.train_dir)
+  # The newest checkpoint that reads completely: a corrupted newer one is named and moved aside (chief).
+  latest = checkpoints.newest_readable(cfg.train_dir, move_aside=chief)
   if latest:
     check_resume_fits(latest, cfg, num_classes)
   trainer, model_config = build_trainer(cfg, strategy, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
@@ -278,8 +285,9 @@ def _run_locked(cfg, strategy, chief, lock):
   try:
     # SIGTERM/SIGINT: save at the end of the current loop of steps and stop (slimflowers/preemption.py).
     with preemption.Watcher(strategy, manager, global_step,
-                            multi_worker=devices.is_multi_worker(strategy)) as watcher:
-      controller.train_actions += (watcher.action,)
+                            multi_worker=devices.is_multi_worker(strategy)) as watcher, \
+        _service_watchdog(cfg, manager, global_step, writer, lock) as watchdog:
+      controller.train_actions += (watcher.action, watchdog.progress)
       if start_step < max_steps:
         controller.train(steps=max_steps, checkpoint_at_completion=True)
       elif manager.latest_checkpoint is None or manager.latest_checkpoint != latest:
@@ -304,6 +312,30 @@ def _run_locked(cfg, strategy, chief, lock):
   logging.info("Finished at step %d.%s", run_info["final_step"],
                f" Checkpoints in {cfg.train_dir}." if chief else "")
   return run_info
+
+
+def _service_watchdog(cfg, manager, global_step, writer, lock):
+  """With --tf_data_service, data_service.Watchdog: a service that stops answering ends the run (saved) instead
+  of hanging it; else a stand-in that watches nothing."""
+  if not cfg.tf_data_service:
+    return contextlib.nullcontext(types.SimpleNamespace(progress=lambda unused_output: None))
+
+  def stop(message, exit_code):  # runs in the watchdog's thread: the main one is blocked inside TensorFlow
+    step = int(global_step.numpy())
+    try:
+      saved = f"saved {manager.save(checkpoint_number=step, check_interval=False)}" if lock is not None else \
+          "the chief saves"
+    except Exception as e:  # pylint: disable=broad-except  (say what happened, and stop anyway)
+      saved = f"could not save a checkpoint ({e}); the last one is kept"
+    writer.flush()
+    if lock is not None:
+      lock.release()
+    fix = ("Run the same command to continue from there." if exit_code == preemption.EXIT_PREEMPTED else
+           "Restart the service (python -m slimflowers.data_service), then run the same command to continue.")
+    data_service.exit_now(PROGRAM, f"{message}; at step {step}, {saved}. {fix}", exit_code,
+                          "stopped" if exit_code == preemption.EXIT_PREEMPTED else "error")
+
+  return data_service.Watchdog(cfg.tf_data_service, cfg.tf_data_service_timeout_secs, stop)
 
 
 def _record_time(run_info, trainer, cfg, wall_start):

@@ -91,6 +91,9 @@ def define_flags():
   flags.DEFINE_integer("steps_per_loop", None, "Steps per tf.function call; default log_every_n_steps.")
   flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher (python -m "
                       "slimflowers.data_service): decoding and augmentation run on its workers. Not bit-exact.")
+  flags.DEFINE_integer("tf_data_service_timeout_secs", 60, "With --tf_data_service: a dispatcher that does not "
+                       "answer for this long (at start-up, or while training: then after saving a checkpoint) "
+                       "stops the trainer with an error.")
   # Fine-tuning.
   flags.DEFINE_string("checkpoint_path", None,
                       "Initialize from: one of our checkpoints or train dirs, or a keras.applications weight file. "

@@ -85,6 +85,16 @@ def png(array, bit_depth=8, header_size=None):
           + _png_chunk(b"IEND", b""))
 
 
+def png_bomb(width=23_000, height=23_000):
+  """A real (not forged) grayscale PNG of width x height black pixels: 514 KB at 23000 x 23000, which decodes to
+  529 MB (1.6 GB as RGB). Compressed row by row, so making it never holds the pixels."""
+  compressor = zlib.compressobj(9)
+  row = b"\x00" * (width + 1)  # filter byte 0, then the row
+  data = b"".join([compressor.compress(row) for _ in range(height)] + [compressor.flush()])
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+  return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
 def png_header_bomb(width=100_000, height=100_000):
   """A 100-byte PNG whose IHDR claims width x height (10 Gpx): decoding it would take 30 GB."""
   return png(np.zeros((1, 1, 3), np.uint8), header_size=(width, height))

@@ -31,7 +31,8 @@ def tiny_dataset_with_test(tmp_path_factory):
 # pytest-xdist workers (--dist loadfile: a file at a time, in collection order) end together instead of one
 # running test_train.py alone at the end. Files not listed follow in their usual order.
 LONGEST_FILES_FIRST = ("test_train.py", "test_nets_weights.py", "test_safety.py", "test_study.py",
-                       "test_multiworker.py", "test_cluster.py", "test_preprocessing.py", "test_nets.py")
+                       "test_safety_round3.py", "test_multiworker.py", "test_cluster.py", "test_preprocessing.py",
+                       "test_nets.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -129,7 +129,8 @@ def test_data_service_helper_runs_a_dispatcher_and_workers_until_stopped(tiny_da
     port = s.getsockname()[1]
   log = tmp_path / "service.log"
   with open(log, "w") as out:
-    service = subprocess.Popen([sys.executable, "-m", "slimflowers.data_service", f"--port={port}", "--workers=2"],
+    service = subprocess.Popen([sys.executable, "-m", "slimflowers.data_service", f"--port={port}", "--workers=2",
+                                "--expose_to_network"],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
   try:
     deadline = time.time() + 120

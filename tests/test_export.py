@@ -347,7 +347,10 @@ def test_export_json_and_labels_say_what_an_app_needs(exported, reference, test_
   export_dir, _ = exported
   described = json.loads(open(os.path.join(export_dir, "export.json")).read())
   assert (described["model_name"], described["num_classes"], described["image_size"]) == ("cifarnet", 3, 32)
-  assert described["checkpoint"] == reference.checkpoint and described["step"] == STEPS
+  # The checkpoint relative to its run's parent: no local path ships with the model.
+  run_name = os.path.basename(os.path.dirname(reference.checkpoint))
+  assert described["checkpoint"] == f"{run_name}/{os.path.basename(reference.checkpoint)}"
+  assert described["step"] == STEPS
   assert described["preprocessing"]["formula"] == "x / 127.5 - 1"
   assert "central crop 0.875" in described["preprocessing"]["resize_and_crop"]
   assert sorted(described["tflite"]) == sorted(QUANTIZATIONS)
@@ -377,12 +380,10 @@ def test_verification_failures_name_the_artifact():
 
 def test_without_dataset_dir_int8_and_verification_are_skipped(run, tmp_path, capsys):
   out = str(tmp_path / "export")
-  os.makedirs(out)
-  with open(os.path.join(out, run_dir.EXPORT_JSON), "w") as f:
-    f.write("{}")  # an earlier export: replaced
+  os.makedirs(out)  # an empty directory is written into
   report = export.export_run(run, out, formats=("tflite",), quantize=("float32", "int8"))
   assert sorted(os.listdir(out)) == sorted(["export.json", "export_report.json", "labels.txt",
-                                            "model_float32.tflite"])
+                                            "model_float32.tflite", run_dir.EXPORT_MANIFEST])
   assert any(s.startswith("int8: skipped") for s in report["skipped"])
   assert any(s.startswith("verification: skipped") for s in report["skipped"])
   assert [r["artifact"] for r in report["artifacts"]] == ["checkpoint", "tflite_float32"]

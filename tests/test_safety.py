@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -418,7 +419,7 @@ def test_hostile_archive_writes_nothing_outside_the_dataset_dir(tmp_path, monkey
   assert snapshot(result.canary) == result.before
   for target in result.targets:
     assert not os.path.lexists(target), target
-  assert files_in(tmp_path) == {"canary", "downloads", "flowers"}
+  assert files_in(tmp_path) == {"canary", "downloads"}  # the refused conversion left no empty dataset_dir either
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -619,16 +620,21 @@ def cifarnet_run(tmp_path_factory, trainer_data):
 @pytest.mark.slow
 def test_resuming_a_train_dir_of_another_net_or_class_count_names_both(tmp_path, cifarnet_run, trainer_data):
   data4 = convert_photos(str(tmp_path / "photos4"), str(tmp_path / "data4"), num_classes=4, per_class=4)
-  before = snapshot(cifarnet_run, dir_mtimes=False)
-  other_net = start_script(TRAIN, *trainer_args(cifarnet_run, trainer_data, "--model_name=mobilenet_v1_025",
+  # A copy of the run each: the two refused trainers run at once, and one directory would make one of them
+  # meet the other's lock instead of the run it is asked to resume.
+  runs = {name: tmp_path / name for name in ("net", "classes")}
+  for run in runs.values():
+    shutil.copytree(cifarnet_run, run, ignore=shutil.ignore_patterns(locks.LOCK_NAME))
+  before = {name: snapshot(run, dir_mtimes=False) for name, run in runs.items()}
+  other_net = start_script(TRAIN, *trainer_args(runs["net"], trainer_data, "--model_name=mobilenet_v1_025",
                                                 "--max_number_of_steps=2"))
-  other_classes = start_script(TRAIN, *trainer_args(cifarnet_run, data4, "--max_number_of_steps=2"))
-  assert_user_error(finish(other_net), TRAIN, f"--train_dir={cifarnet_run} holds another run: cifarnet with 3 classes",
+  other_classes = start_script(TRAIN, *trainer_args(runs["classes"], data4, "--max_number_of_steps=2"))
+  assert_user_error(finish(other_net), TRAIN, f"--train_dir={runs['net']} holds another run: cifarnet with 3 classes",
                     "this command trains mobilenet_v1_025 with 3 classes", "Use another --train_dir",
-                    f"--flagfile={cifarnet_run}/flags.txt")
+                    f"--flagfile={runs['net']}/flags.txt")
   assert_user_error(finish(other_classes), TRAIN, "holds another run: cifarnet with 3 classes",
                     "this command trains cifarnet with 4 classes")
-  assert snapshot(cifarnet_run, dir_mtimes=False) == before
+  assert {name: snapshot(run, dir_mtimes=False) for name, run in runs.items()} == before
 
 
 # ----------------------------------------------------------------------------------------------------------------------
