@@ -80,11 +80,37 @@ def test_end_to_end_writes_checkpoints_flags_and_summaries(base_run, data):
   raw, ema = _weights(str(train_dir / "ckpt-6")), _weights(str(train_dir / "ckpt-6"), ema=True)
   assert any(not np.allclose(raw[k], ema[k]) for k in raw)
   assert not (train_dir / ".lock").exists()  # the lock is released at exit
-  # flags.txt is a usable --flagfile: a re-run with it is a no-op resume at step 6.
+  # flags.txt is a usable --flagfile: a re-run with it trains nothing and writes nothing.
+  before = _files(train_dir)
   proc = _script(train_dir, data, f"--flagfile={train_dir / 'flags.txt'}")
-  assert "RESUMING" in proc.output
+  assert "already finished at step 6 with these flags: nothing to do" in proc.output
   assert "Traceback" not in proc.output and "cuInit" not in proc.output  # a quiet console
-  assert tf.train.latest_checkpoint(str(train_dir)).endswith("ckpt-6")
+  assert _files(train_dir) == before
+
+
+def _files(directory):
+  """{relative path: bytes} of every file below `directory`."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+def test_a_rerun_with_other_training_flags_is_refused_and_changes_no_file(base_run, data):
+  before = _files(base_run)
+  proc = _script(base_run, data, f"--flagfile={base_run / 'flags.txt'}", "--learning_rate=0.01", "--optimizer=adam",
+                 "--log_every_n_steps=5", expect_ok=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.output
+  (line,) = proc.stderr.strip().splitlines()
+  assert line.startswith("train_image_classifier.py: error: ") and "was trained with other flags" in line
+  assert "--learning_rate=0.01 (the run: --learning_rate=0.05)" in line
+  assert "--optimizer=adam (the run: --optimizer=momentum)" in line
+  assert "log_every_n_steps" not in line  # logging does not change the training: not a difference
+  assert "use a new --train_dir" in line and "--max_number_of_steps above 6" in line
+  assert _files(base_run) == before
 
 
 def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
