@@ -36,7 +36,10 @@ LEFTOVERS = ("*" + fileio.TMP_MARK + "*", "*_temp")
 
 
 def is_better(result, best):
-  """Higher accuracy wins; on a tie the earlier step stays best."""
+  """Higher accuracy wins; on a tie the earlier step stays best. A result at chance is never best: best/ holds no
+  checkpoint that is no better than chance (slimflowers/sanity.py), so nothing presents one as a result."""
+  if (result.get("sanity") or {}).get("at_chance"):
+    return False
   if best is None:
     return True
   if result["accuracy"] != best["metrics"]["accuracy"]:
@@ -45,8 +48,11 @@ def is_better(result, best):
 
 
 def _best_record(result):
-  return {"step": int(result["step"]), "checkpoint": result["checkpoint"], "split": result["split"],
-          "metrics": {k: result[k] for k in ("num_examples",) + metrics.EVAL_METRICS}}
+  record = {"step": int(result["step"]), "checkpoint": result["checkpoint"], "split": result["split"],
+             "metrics": {k: result[k] for k in ("num_examples",) + metrics.EVAL_METRICS}}
+  if result.get("sanity"):
+    record["sanity"] = result["sanity"]
+  return record
 
 
 class Outputs:
@@ -83,7 +89,8 @@ class Outputs:
 
   def _reconcile_best(self, results):
     """Re-makes best/ when results.jsonl knows a better checkpoint than best.json (see the module doc)."""
-    scored = [r for r in results if isinstance(r.get("accuracy"), (int, float)) and "checkpoint" in r]
+    scored = [r for r in results if isinstance(r.get("accuracy"), (int, float)) and "checkpoint" in r
+              and not (r.get("sanity") or {}).get("at_chance")]
     if not scored:
       return
     top = max(scored, key=lambda r: (r["accuracy"], -int(r["step"])))
