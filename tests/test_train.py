@@ -113,6 +113,13 @@ def test_a_rerun_with_other_training_flags_is_refused_and_changes_no_file(base_r
   assert _files(base_run) == before
 
 
+def test_checkpoints_fall_on_multiples_of_the_save_interval(data, tmp_path):
+  """Loops of 3 steps, a checkpoint every 4: at 4 and 8 (and the final 10), not at 3 and 9 (issue 20)."""
+  _train(tmp_path / "r", data, max_number_of_steps=10, save_interval_steps=4, log_every_n_steps=3)
+  steps = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(str(tmp_path / "r" / "ckpt-*.index")))
+  assert steps == [4, 8, 10]
+
+
 def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
   extra = dict(max_number_of_steps=2, log_every_n_steps=1, dropout_rate=0.0, weight_decay=0.001,
                clip_gradient_norm=1.0)
