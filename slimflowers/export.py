@@ -65,6 +65,7 @@ from slimflowers import input_pipeline
 from slimflowers import metrics
 from slimflowers import preprocessing
 from slimflowers import run_dir
+from slimflowers import sanity
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -833,6 +834,9 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
   # ---------------- Report ----------------
   where = f" on {report['verify_split']} ({report['num_examples']} examples)" if splits else " (not verified)"
   print(f"Export of {source.prefix}{where}:\n{format_table(rows)}\nFiles: {output_dir}", flush=True)
+  if sanity.is_suspect(rows[0].get("sanity")):
+    logging.warning("THIS EXPORTED MODEL DOES NOT WORK: %s", sanity.warning(rows[0]["sanity"], step=step,
+                                                                           split=report["verify_split"]))
   if failures:
     raise VerificationFailed("\n".join(failures), report)
   return report
@@ -855,6 +859,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
   checkpoint = artifact_row("checkpoint", quantization=None, file=source.prefix, size_bytes=prefix_bytes,
                             logits=ref.logits, **common)
+  checkpoint["sanity"] = sanity.assess(  # is the checkpoint learning at all? (slimflowers/sanity.py)
+      metrics.numpy_metrics(ref.logits, ref.labels)["confusion_matrix"], exact_eval.read_train_accuracy(source.prefix))
   rows = [checkpoint]
   top1 = checkpoint["top1"]
   if saved_model:
