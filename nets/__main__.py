@@ -12,6 +12,7 @@ from absl import flags
 import keras
 
 import nets
+from slimflowers import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_classes", 102, "Classes for the second parameter column (the study: 102).")
@@ -50,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

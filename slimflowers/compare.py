@@ -30,7 +30,9 @@ source that has it wins:
   of the int8 TFLite model (else the float32 one).
 Missing values are `n/a` in Markdown and empty in the CSV.
 """
-import csv
+from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+
+import csv  # pylint: disable=g-import-not-at-top,wrong-import-order
 import dataclasses
 import io
 import logging as py_logging
@@ -40,7 +42,6 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -540,4 +541,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,4 @@
-"""The eval_image_classifier.py program: exact evaluation of checkpoints, once or continuously beside training.
+r"""The eval_image_classifier.py program: exact evaluation of checkpoints, once or continuously beside training.
 
     python eval_image_classifier.py --checkpoint_path=runs/cifarnet --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --continuous --num_gpus=0 --final_eval_splits=test
@@ -29,6 +29,7 @@ from slimflowers import fileio
 from slimflowers import input_pipeline
 from slimflowers import locks
 from slimflowers import run_dir
+from slimflowers import run_record
 from slimflowers import sanity
 
 PROGRAM = "eval_image_classifier.py"
@@ -47,7 +48,12 @@ def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
   if fileio.abspath(eval_dir) == fileio.abspath(train_dir):
     raise errors.BadValue(f"--eval_dir={eval_dir} is the train_dir; the evaluator only writes into its own "
                           f"directory. Leave --eval_dir unset (default {run_dir.eval_dir(train_dir, split_name)}).")
-  prefix = None if continuous else checkpoints.resolve_checkpoint(checkpoint_path)
+  try:
+    prefix = None if continuous else checkpoints.resolve_checkpoint(checkpoint_path)
+  except errors.NotFound as e:
+    if not fileio.isdir(checkpoint_path):
+      raise
+    raise errors.NotFound(f"{e} Or add --continuous to wait for its first checkpoint.") from e
   return train_dir, eval_dir, prefix
 
 
@@ -113,6 +119,8 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
                             preprocessing_name=preprocessing_name)
 
   split = datasets.get_split(dataset_name, dataset_split_name, dataset_dir)
+  run_record.check_dataset(train_dir, run_dir.read_run_info(train_dir), split, num_classes=(
+      (checkpoints.read_model_config(prefix) or {}).get("num_classes") if prefix else None))
   for name in final_eval_splits:
     datasets.get_split(dataset_name, name, dataset_dir)  # fail now, not after hours of watching
   logging.info("Evaluating %s on %s/%s (%d examples, %d classes) at %d px, batch %d over %d replica(s)",

@@ -1,4 +1,4 @@
-"""The export_image_classifier.py program: a checkpoint -> SavedModel + TFLite models, each verified against it.
+r"""The export_image_classifier.py program: a checkpoint -> SavedModel + TFLite models, each verified against it.
 
     python export_image_classifier.py --checkpoint_path=runs/flowers102/xception/eval_validation/best \
         --output_dir=exports/xception --dataset_dir=data/flowers102

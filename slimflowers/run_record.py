@@ -148,3 +148,28 @@ def carried_over(info):
   keys = ("train_flags", "flags_txt_sha256", "continuations", "timed_steps", "timed_secs", "train_wall_secs",
           "precise_bn_secs", "created")
   return {k: info[k] for k in keys if k in info}
+
+
+def describe_dataset(info):
+  """'synthetic_flowers (5 classes, data/synthetic_flowers)' from a run_info.json, or None when it does not say."""
+  if not info.get("num_classes"):
+    return None
+  where = f", {info['dataset_dir']}" if info.get("dataset_dir") else ""
+  return f"{info.get('dataset_name', 'a dataset')} ({info['num_classes']} classes{where})"
+
+
+def check_dataset(train_dir, info, split, *, num_classes=None):
+  """Raises errors.BadValue naming both datasets when `split` (datasets.DatasetSplit) is not what the run in
+  `train_dir` (its run_info `info`; `num_classes` from a checkpoint when run_info does not say) classifies: another
+  number of classes, or other class names."""
+  trained = int(info.get("num_classes") or num_classes or 0)
+  names = info.get("class_names")
+  given = [split.labels_to_names[i] for i in range(split.num_classes)]
+  if not trained or (trained == split.num_classes and (not names or list(names) == given)):
+    return
+  run = describe_dataset(info) or f"{trained} classes"
+  other = "other class names" if trained == split.num_classes else f"{split.num_classes} classes"
+  fix = (f" Pass the run's dataset: --dataset_name={info['dataset_name']} --dataset_dir={info['dataset_dir']}."
+         if info.get("dataset_name") and info.get("dataset_dir") else " Pass the dataset the run was trained on.")
+  raise errors.BadValue(f"{train_dir} was trained on {run}, but --dataset_name={split.name} "
+                        f"--dataset_dir={split.dataset_dir} holds {split.name} with {other}.{fix}")

@@ -1,4 +1,4 @@
-"""The study in one command: train several nets under the same settings, evaluate, compare.
+r"""The study in one command: train several nets under the same settings, evaluate, compare.
 
     python -m slimflowers.study --dataset_name=flowers102 --dataset_dir=data/flowers102 \
         --models=alexnet,inception_v3,resnet50,mobilenet,xception,inception_resnet \
@@ -336,6 +336,7 @@ def define_flags():
   """The study's flags plus every trainer flag (parsed here, forwarded to the trainers)."""
   from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
   train_flags.define_flags()
+  flags.adopt_module_key_flags(train_flags)  # --help lists the trainer's flags too: the study forwards them
   flags.DEFINE_list("models", None, "Networks to train, in order (python -m nets lists them).")
   flags.DEFINE_string("runs_dir", None, "One run directory per model goes here, plus report/.")
   flags.DEFINE_integer("eval_batch_size", 50, "Evaluation batch size.")

@@ -1,4 +1,4 @@
-"""The training program: an Orbit StandardTrainer + Controller under tf.distribute.
+r"""The training program: an Orbit StandardTrainer + Controller under tf.distribute.
 
     python train_image_classifier.py --train_dir=/tmp/run --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --model_name=cifarnet --max_number_of_steps=100
@@ -53,9 +53,10 @@ def resolve_config(cfg):
                           "(e.g. --train_dir=runs/my_run).")
   fileio.check_directory_flag("train_dir", cfg.train_dir)
   if not cfg.dataset_dir:
+    with errors.as_user_errors():
+      command = datasets.convert_command(cfg.dataset_name, f"data/{cfg.dataset_name}")
     raise errors.BadValue("--dataset_dir is required: the directory written by download_and_convert_data.py "
-                          f"(e.g. python download_and_convert_data.py --dataset_name={cfg.dataset_name} "
-                          f"--dataset_dir=data/{cfg.dataset_name}).")
+                          f"(e.g. {command}).")
   with errors.as_user_errors():
     spec = nets.get_spec(cfg.model_name)
   cfg.preprocessing_name = cfg.preprocessing_name or spec.preprocessing

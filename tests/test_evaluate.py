@@ -158,8 +158,12 @@ def test_resolve_checkpoint(tmp_path):
   assert checkpoints.resolve_checkpoint(first + ".index") == first
   assert checkpoints.list_checkpoints(str(tmp_path / "train")) == [first, last]
   (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match="without checkpoints.*--continuous"):
+  with pytest.raises(FileNotFoundError, match="without checkpoints") as e:
     checkpoints.resolve_checkpoint(str(tmp_path / "empty"))
+  assert "--continuous" not in str(e.value)  # predict and export read checkpoints too: an evaluator's flag is not
+  with pytest.raises(FileNotFoundError, match="without checkpoints.*Or add --continuous"):  # theirs to suggest
+    evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(tmp_path / "empty"), dataset_name="folder",
+                 dataset_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="ckpt-99"):
     checkpoints.resolve_checkpoint(str(tmp_path / "train" / "ckpt-99"))
   assert checkpoints.read_global_step(last) == 20
@@ -609,3 +613,18 @@ def test_a_continuous_evaluator_waits_for_its_run_to_appear(tmp_path):
   assert eval_watch.wait_for_run(str(tmp_path / "never"), timeout_secs=5, interval_secs=1, sleep=sleep,
                                  clock=lambda: clock[0]) == {}
   assert clock[0] == 8  # gave up after its timeout
+
+
+def test_the_wrong_dataset_for_a_checkpoint_is_an_error_naming_both(real_data, tmp_path):
+  from slimflowers import errors  # pylint: disable=g-import-not-at-top
+  train_dir = tmp_path / "train"
+  _save_cifarnet(train_dir, 5, step=1)
+  fileio.write_json_atomic(str(train_dir / "run_info.json"), {
+      "model_name": "cifarnet", "num_classes": 5, "dataset_name": "synthetic_flowers",
+      "dataset_dir": "data/synthetic_flowers", "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"]})
+  with pytest.raises(errors.BadValue, match=r"was trained on synthetic_flowers \(5 classes, data/synthetic_flowers\), "
+                                            r"but --dataset_name=folder --dataset_dir=\S+ holds folder with 3 classes\. "
+                                            r"Pass the run's dataset: --dataset_name=synthetic_flowers "
+                                            r"--dataset_dir=data/synthetic_flowers\.$"):
+    evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
+                 dataset_dir=real_data)
