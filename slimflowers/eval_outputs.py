@@ -59,11 +59,13 @@ class Outputs:
   """Writes everything the evaluator produces into eval_dir, and remembers what it wrote.
 
   `keep_best=False`: no best/ (an evaluation of a run's final or best checkpoint on another split).
+  `class_names`: the confusion matrix's labels.
   """
 
-  def __init__(self, eval_dir, keep_best=True):
+  def __init__(self, eval_dir, keep_best=True, class_names=None):
     self.eval_dir = eval_dir
     self.keep_best = keep_best
+    self.class_names = class_names  # the confusion matrix's labels (numbers when None)
     self.best_dir = run_dir.best_dir(eval_dir)
     fileio.makedirs(eval_dir)
     fileio.remove_leftovers(eval_dir, LEFTOVERS, what="a killed evaluator")
@@ -106,8 +108,10 @@ class Outputs:
     with self._writer.as_default(step=step):
       for key in metrics.EVAL_METRICS:
         tf.summary.scalar(key, result[key])
-      tf.summary.image("confusion_matrix", metrics.confusion_image(confusion),
-                       description="Rows: true class, columns: prediction, row-normalized (dark = high).")
+      tf.summary.image("confusion_matrix",
+                       metrics.confusion_image(confusion, self.class_names, title=f"{result['split']}, step {step}"),
+                       description="Rows: the true class, columns: the prediction; each cell's colour is its share "
+                       "of the row, its number the count of images.")
     self._writer.flush()
     if self.keep_best and is_better(result, self.best):
       self._save_best(result, model, use_ema)

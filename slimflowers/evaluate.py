@@ -154,7 +154,7 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
 
   # ---------------- One checkpoint, or every new checkpoint of the run ----------------
   with locks.DirLock(eval_dir, PROGRAM) as lock:
-    outputs = eval_outputs.Outputs(eval_dir)
+    outputs = eval_outputs.Outputs(eval_dir, class_names=_class_names(split))
     try:
       def evaluate_fn(path):
         result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
@@ -197,6 +197,10 @@ def run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None
         recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, run_dir.best_dir(eval_dir),
                                     use_ema)
   return recorded
+
+
+def _class_names(split):
+  return [split.labels_to_names[i] for i in range(split.num_classes)]
 
 
 def _is_final(train_dir, prefix):
@@ -250,7 +254,7 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, u
                      split_name, out_dir)
         recorded.append(row)
         continue
-      outputs = eval_outputs.Outputs(out_dir, keep_best=False)
+      outputs = eval_outputs.Outputs(out_dir, keep_best=False, class_names=_class_names(evaluation.split))
       try:
         result, _ = exact_eval.evaluate_checkpoint(prefix, evaluation.evaluator, split_name=split_name,
                                                    use_ema=use_ema, outputs=outputs)

@@ -96,7 +96,7 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
     logdir: the run directory (the trainer's `train_dir`, parent of `train/` and
       `eval_validation/`).
     hparams: dict name -> value (bool, int, float, str; None, lists and numpy
-      scalars are converted).
+      scalars are converted), in the order the HPARAMS tab should show them.
     metrics: metrics the HPARAMS tab shows, each "group/tag" (group = the
       sub-directory of `logdir` holding the scalar `tag`), a bare trainer or
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
@@ -109,7 +109,8 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
   """
   if not isinstance(hparams, dict) or not hparams:
     raise ValueError(f"log_hparams needs a non-empty dict of hyper-parameters, got {hparams!r}.")
-  values = {str(name): _to_hparam_value(name, value) for name, value in sorted(hparams.items())}
+  # In the caller's order: the HPARAMS tab shows the columns as the experiment lists them (what matters first).
+  values = {str(name): _to_hparam_value(name, value) for name, value in hparams.items()}
   config_hparams = [hp.HParam(name) for name in values]
   config_metrics = [_metric(m) for m in metrics]
   writer = tf.summary.create_file_writer(logdir)

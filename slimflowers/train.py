@@ -434,11 +434,12 @@ def _write_image_summary(writer, split, cfg):
 
 
 def _hparams(cfg, num_replicas):
+  """The run's HParams, what a reader compares first first (the HPARAMS tab keeps this order)."""
   return {
-      "model": nets.get_spec(cfg.model_name).name, "dataset": cfg.dataset_name,
-      "image_size": cfg.train_image_size, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
-      "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type,
-      "weight_decay": cfg.weight_decay, "preprocessing": cfg.preprocessing_name, "augment": cfg.augment,
+      "model": nets.get_spec(cfg.model_name).name, "image_size": cfg.train_image_size, "optimizer": cfg.optimizer,
+      "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type, "batch_size": cfg.batch_size,
+      "dataset": cfg.dataset_name, "weight_decay": cfg.weight_decay, "preprocessing": cfg.preprocessing_name,
+      "augment": cfg.augment,
       "color_distortion": cfg.color_distortion, "random_flip": bool(cfg.random_flip),
       "crop_area_range": ",".join(f"{v:g}" for v in preprocessing.crop_area_range(cfg)),
       "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,
