@@ -12,6 +12,14 @@ evaluator already write: `accuracy` in `train_dir/eval_validation` and
 `total_loss` in `train_dir/train`. TensorBoard shows the last value of each, i.e.
 the run's final metrics, so nothing has to be logged again at the end.
 
+Order. The HPARAMS tab lists the hyper-parameters whose values differ between
+runs first, then the others, each group sorted by the stored name, and shows
+the first few: alphabetical flags (augment, batch_size, color_distortion, ...)
+say least. So each is stored under its position in the caller's dict
+("00_model", "01_image_size", ...) with its plain name as the display name:
+the tab shows the plain names in the order given (the trainer's: model, image
+size, optimizer, learning rate first).
+
 Every run writes the same experiment summary (hparam names and metrics, no
 value domains) because TensorBoard uses whichever experiment summary it finds
 first; the values, their types and their ranges come from each run's session
@@ -89,6 +97,11 @@ def _metric(spec):
   return hp.Metric(tag, group=group or None, display_name=_DISPLAY_NAMES.get(key, key))
 
 
+def tensorboard_key(index, name):
+  """The name the `index`-th hparam is stored under: "00_model", "01_image_size", ... (see the module doc)."""
+  return f"{index:02d}_{name}"
+
+
 def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
   """Writes the HParams experiment and session summaries into `logdir` (the run's train_dir).
 
@@ -96,7 +109,8 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
     logdir: the run directory (the trainer's `train_dir`, parent of `train/` and
       `eval_validation/`).
     hparams: dict name -> value (bool, int, float, str; None, lists and numpy
-      scalars are converted), in the order the HPARAMS tab should show them.
+      scalars are converted), in the order the HPARAMS tab should show them
+      (stored as tensorboard_key(position, name), displayed as name).
     metrics: metrics the HPARAMS tab shows, each "group/tag" (group = the
       sub-directory of `logdir` holding the scalar `tag`), a bare trainer or
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
@@ -109,15 +123,16 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
   """
   if not isinstance(hparams, dict) or not hparams:
     raise ValueError(f"log_hparams needs a non-empty dict of hyper-parameters, got {hparams!r}.")
-  # In the caller's order: the HPARAMS tab shows the columns as the experiment lists them (what matters first).
   values = {str(name): _to_hparam_value(name, value) for name, value in hparams.items()}
-  config_hparams = [hp.HParam(name) for name in values]
+  keys = {name: tensorboard_key(i, name) for i, name in enumerate(values)}
+  config_hparams = [hp.HParam(keys[name], display_name=name) for name in values]
   config_metrics = [_metric(m) for m in metrics]
   writer = tf.summary.create_file_writer(logdir)
   try:
     with writer.as_default():
       hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
-      hp.hparams(values, trial_id=trial_id or os.path.basename(os.path.normpath(logdir)))
+      hp.hparams({keys[name]: value for name, value in values.items()},
+                 trial_id=trial_id or os.path.basename(os.path.normpath(logdir)))
     writer.flush()
   finally:
     writer.close()
