@@ -95,7 +95,9 @@ def define_flags():
   flags.DEFINE_bool("aux_logits", None, "Switch on the net's auxiliary head (Inception-v3); its loss weighs 0.4.")
   flags.DEFINE_float("dropout_rate", None, "Override the net's head dropout rate.")
   flags.DEFINE_float("batch_norm_momentum", None, "Override the net's batch-norm momentum (TF-Slim's "
-                     "batch_norm_decay); lower (0.9) makes the moving statistics usable after fewer steps.")
+                     "batch_norm_decay). It shapes only the moving averages between checkpoints: every checkpoint's "
+                     "statistics are re-estimated (--precise_bn_batches), and training normalizes with each batch's "
+                     "own statistics whatever the momentum.")
   flags.DEFINE_float("batch_norm_epsilon", None, "Override the net's batch-norm epsilon.")
   flags.DEFINE_integer("precise_bn_batches", PRECISE_BN_BATCHES, "Before every checkpoint, re-estimate the batch-norm "
                        "statistics with the current weights over this many training batches (PreciseBN; "
