@@ -97,6 +97,12 @@ def _metric(spec):
   return hp.Metric(tag, group=group or None, display_name=_DISPLAY_NAMES.get(key, key))
 
 
+def default_trial_id(logdir):
+  """"parent/name" of the run directory: readable, and distinct for one model's runs in two studies."""
+  path = os.path.normpath(os.path.abspath(logdir))
+  return "/".join(p for p in (os.path.basename(os.path.dirname(path)), os.path.basename(path)) if p)
+
+
 def tensorboard_key(index, name):
   """The name the `index`-th hparam is stored under: "00_model", "01_image_size", ... (see the module doc)."""
   return f"{index:02d}_{name}"
@@ -116,7 +122,9 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
       train/total_loss, ...) or a (group, tag) pair ("" = `logdir` itself).
     trial_id: the session group's name in the HPARAMS tab; default: the run
-      directory's name (so the table names runs, not hashes).
+      directory's parent and name, e.g. "demo/mobilenet_v1_025" (default_trial_id):
+      the table names runs, not hashes, and two studies' runs of one model,
+      under one --logdir, stay two trials (TensorBoard merges equal names).
 
   Returns:
     The dict of values actually logged.
@@ -132,7 +140,7 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
     with writer.as_default():
       hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
       hp.hparams({keys[name]: value for name, value in values.items()},
-                 trial_id=trial_id or os.path.basename(os.path.normpath(logdir)))
+                 trial_id=trial_id or default_trial_id(logdir))
     writer.flush()
   finally:
     writer.close()
