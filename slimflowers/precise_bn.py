@@ -23,7 +23,9 @@ mean_b(var_{b,l}), in float64 on the host.
 - Exact under tf.distribute: a global batch split over R replicas gives the statistics one replica
   holding the whole batch would: each normalizing layer is switched to `synchronized` for the pass
   (Keras' cross-replica moments), and every layer's moments are two cross-replica sums (the sum
-  and count first, then the squared deviations from the global mean). Tested: 2 replicas = 1.
+  and count first, then the squared deviations from the global mean). Tested: 2 replicas = 1. (A dropout
+  before a batch-norm layer would draw other masks on another replica count; the registered nets have
+  theirs in the head, after the last batch norm.)
 - Deterministic: the batches are the first N of a stream seeded independently of training, the
   same on every call, and the pass restores the random-generator states it consumed (dropout), so
   re-estimating never changes what training does next.
