@@ -171,6 +171,7 @@ def test_kill_and_restart_finishes_like_an_uninterrupted_run(data, tmp_path):
   assert (killed / ".lock").exists()  # a killed trainer leaves its lock; the restart takes it over
   restarted = _script(killed, data, *argv)
   assert f"RESUMING from {killed}" in restarted.output
+  assert "--checkpoint_path" not in restarted.output  # not given: not said to be ignored
   assert "Taking over the stale lock" in restarted.output
   a, b = str(tmp_path / "straight" / "ckpt-16"), str(killed / "ckpt-16")
   for ema in (False, True):
