@@ -98,9 +98,10 @@ def _metric(spec):
 
 
 def default_trial_id(logdir):
-  """"parent/name" of the run directory: readable, and distinct for one model's runs in two studies."""
+  """"name (parent)" of the run directory: readable, and distinct for one model's runs in two studies."""
   path = os.path.normpath(os.path.abspath(logdir))
-  return "/".join(p for p in (os.path.basename(os.path.dirname(path)), os.path.basename(path)) if p)
+  name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+  return f"{name} ({parent})" if parent else name
 
 
 def tensorboard_key(index, name):
@@ -122,9 +123,10 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
       train/total_loss, ...) or a (group, tag) pair ("" = `logdir` itself).
     trial_id: the session group's name in the HPARAMS tab; default: the run
-      directory's parent and name, e.g. "demo/mobilenet_v1_025" (default_trial_id):
-      the table names runs, not hashes, and two studies' runs of one model,
-      under one --logdir, stay two trials (TensorBoard merges equal names).
+      directory's name and its parent's, e.g. "mobilenet_v1_025 (demo)"
+      (default_trial_id): the table names runs, not hashes, the run's own name
+      first (the Trial ID column is narrow), and two studies' runs of one model
+      under one --logdir stay two trials (TensorBoard merges equal names).
 
   Returns:
     The dict of values actually logged.

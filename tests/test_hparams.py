@@ -58,8 +58,8 @@ def test_log_hparams_writes_experiment_and_session(tmp_path):
   assert ("train", "total_loss") in metrics
 
   values = _session_values(found[metadata.SESSION_START_INFO_TAG])
-  # The trial's name: the run directory's parent and name (readable, distinct across studies).
-  assert found[metadata.SESSION_START_INFO_TAG].session_start_info.group_name == f"{tmp_path.name}/run"
+  # The trial's name: the run directory's name and its parent's (readable, distinct across studies).
+  assert found[metadata.SESSION_START_INFO_TAG].session_start_info.group_name == f"run ({tmp_path.name})"
   assert values["model"] == "cifarnet"
   assert values["image_size"] == 64
   assert values["batch_size"] == 32
