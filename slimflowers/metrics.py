@@ -144,7 +144,7 @@ def confusion_image(confusion, class_names=None, title=None):
                                                                                                      range(k)]
   share = row_shares(confusion)
   named = k <= CONFUSION_NAMED_CLASSES
-  side = min(14.0, 3.0 + 0.45 * k) if named else min(14.0, 4.0 + 0.08 * k)
+  side = min(12.0, 2.5 + 0.4 * k) if named else min(14.0, 4.0 + 0.08 * k)
   columns = 5
   per_column = -(-k // columns)
   legend_height = 0.0 if named else 0.16 * per_column + 0.4
@@ -153,22 +153,23 @@ def confusion_image(confusion, class_names=None, title=None):
                           else [1])
   ax = fig.add_subplot(grid[0])
   image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-  fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class (row)")
+  colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+  colorbar.set_label("share of the true class (row)", fontsize=12)
   ticks = np.arange(k) if named or k <= 40 else np.arange(0, k, 5)
   labels = [names[i] for i in ticks] if named else [str(i) for i in ticks]
   ax.set_xticks(ticks, labels, rotation=45 if named else 90, ha="right" if named else "center",
-                fontsize=10 if named else 8)
-  ax.set_yticks(ticks, labels, fontsize=10 if named else 8)
-  ax.set_xlabel("predicted class")
-  ax.set_ylabel("true class")
+                fontsize=12 if named else 8)
+  ax.set_yticks(ticks, labels, fontsize=12 if named else 8)
+  ax.set_xlabel("predicted class", fontsize=12)
+  ax.set_ylabel("true class", fontsize=12)
   total = int(confusion.sum())
   accuracy = np.trace(confusion) / total if total else 0.0
   ax.set_title((title + "\n" if title else "") + f"{total:,} images, {100 * accuracy:.1f} % on the diagonal",
-               fontsize=11)
+               fontsize=12)
   if named:
     for (i, j), count in np.ndenumerate(confusion):
       if count:
-        ax.text(j, i, f"{count:,}", ha="center", va="center", fontsize=9,
+        ax.text(j, i, f"{count:,}", ha="center", va="center", fontsize=12 if k <= 10 else 9,
                 color="white" if share[i, j] > 0.5 else "black")
   else:  # the legend: class number -> name
     legend = fig.add_subplot(grid[1])
