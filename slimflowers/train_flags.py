@@ -21,9 +21,9 @@ from slimflowers import optim
 from slimflowers import preprocessing
 
 
-# PreciseBN's batches per checkpoint: within half a point of 200 batches on the measured runs (BENCHMARKS.md,
-# "Batch-norm statistics"), at the cost of about N/3 training steps per checkpoint.
-PRECISE_BN_BATCHES = 20
+# PreciseBN's batches per checkpoint: the fewest within one point of 200 batches on both measured folders
+# (BENCHMARKS.md, "Batch-norm statistics": 20 batches were 1.3 points short on the digits).
+PRECISE_BN_BATCHES = 50
 
 # Flags that do not change what is trained -- logging and summaries, checkpoint cadence, devices, where the
 # input pipeline runs -- so a run may be resumed with other values. Every other flag changes the training: a
