@@ -10,8 +10,8 @@ not exist yet and without --model_name (it must wait for the run to appear), the
 `train_image_classifier.py` into that train_dir (mobilenet_v1_025 at 32 px on a small generated folder with a
 test split, a checkpoint every --save_interval_steps), and waits for both. A run counts when the evaluator exits
 0 having written the trainer's final step into eval_test/results.jsonl, and its output has no
-"--final_eval_splits=test not evaluated" line. Issue 20 measured 1 of 3 before the evaluator waited for `finished` (the trainer wrote it after counting
-GFLOPs, up to 20 s after its final checkpoint).
+"--final_eval_splits=test not evaluated" line. Issue 20 measured 1 of 3 before the evaluator waited for
+`finished` (the trainer wrote it after counting GFLOPs, up to 20 s after its final checkpoint).
 """
 import json
 import os

@@ -101,7 +101,8 @@ def run_case(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import exact_eval, input_pipeline, precise_bn, train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers import exact_eval, input_pipeline, precise_bn  # pylint: disable=g-import-not-at-top
+  from slimflowers import train, train_flags  # pylint: disable=g-import-not-at-top
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   strategy = tf.distribute.get_strategy()
@@ -152,7 +153,8 @@ def run_sweep(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import exact_eval, input_pipeline, precise_bn, preprocessing, train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers import exact_eval, input_pipeline, precise_bn  # pylint: disable=g-import-not-at-top
+  from slimflowers import preprocessing, train, train_flags  # pylint: disable=g-import-not-at-top
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   train_dir = os.path.join(work_dir, "runs", f"{model_name}_{folder}_mnet")

@@ -51,8 +51,8 @@ SEED_OFFSET = 7919
 
 def batch_norm_layers(model, include_frozen=False):
   """The model's BatchNormalization layers (nested ones included) that update statistics in training."""
-  layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-            if isinstance(layer, keras.layers.BatchNormalization)]
+  every = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  layers = [layer for layer in every if isinstance(layer, keras.layers.BatchNormalization)]
   return layers if include_frozen else [layer for layer in layers if layer.trainable]
 
 

@@ -622,9 +622,9 @@ def test_the_wrong_dataset_for_a_checkpoint_is_an_error_naming_both(real_data, t
   fileio.write_json_atomic(str(train_dir / "run_info.json"), {
       "model_name": "cifarnet", "num_classes": 5, "dataset_name": "synthetic_flowers",
       "dataset_dir": "data/synthetic_flowers", "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"]})
-  with pytest.raises(errors.BadValue, match=r"was trained on synthetic_flowers \(5 classes, data/synthetic_flowers\), "
-                                            r"but --dataset_name=folder --dataset_dir=\S+ holds folder with 3 classes\. "
-                                            r"Pass the run's dataset: --dataset_name=synthetic_flowers "
-                                            r"--dataset_dir=data/synthetic_flowers\.$"):
+  with pytest.raises(errors.BadValue, match=(r"was trained on synthetic_flowers \(5 classes, data/synthetic_flowers\), "
+                                             r"but --dataset_name=folder --dataset_dir=\S+ holds folder with 3 "
+                                             r"classes\. Pass the run's dataset: --dataset_name=synthetic_flowers "
+                                             r"--dataset_dir=data/synthetic_flowers\.$")):
     evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
                  dataset_dir=real_data)
