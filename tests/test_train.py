@@ -121,8 +121,8 @@ def test_checkpoints_fall_on_multiples_of_the_save_interval(data, tmp_path):
 
 
 def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
-  extra = dict(max_number_of_steps=2, log_every_n_steps=1, dropout_rate=0.0, weight_decay=0.001,
-               clip_gradient_norm=1.0)
+  extra = dict(max_number_of_steps=2, log_every_n_steps=1, save_interval_steps=1, dropout_rate=0.0,
+               weight_decay=0.001, clip_gradient_norm=1.0)
   _train(tmp_path / "r1", data, **extra)
   info = _train(tmp_path / "r2", data, num_cpu_replicas=2, **extra)
   assert info["num_replicas"] == 2
@@ -209,7 +209,7 @@ def test_fine_tune_excludes_head_and_trains_only_trainable_scopes(base_run, data
   caplog.clear()
   _train(ft, data4, checkpoint_path=str(base_run), checkpoint_exclude_scopes=["logits"],
          trainable_scopes=["logits"], max_number_of_steps=4)
-  assert "RESUMING" in caplog.text and "is ignored" in caplog.text
+  assert "RESUMING" in caplog.text and f"a checkpoint in train_dir wins over --checkpoint_path={base_run}" in caplog.text
 
 
 def test_mixed_precision_runs_in_float16_with_loss_scaling(data, tmp_path):
@@ -239,11 +239,12 @@ def test_mixed_precision_runs_in_float16_with_loss_scaling(data, tmp_path):
 
 def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(data, tmp_path):
   train_dir = tmp_path / "nan"
-  _train(train_dir, data, max_number_of_steps=2, optimizer="sgd")
+  # Two good steps (a checkpoint at step 2), then the learning rate grows by 1e15 (the staircase: every 2 steps).
   with pytest.raises(errors.TrainingStopped, match="Loss became.*last good checkpoint"):
-    _train(train_dir, data, max_number_of_steps=40, optimizer="sgd", learning_rate=1e30,
-           learning_rate_decay_type="fixed")
+    _train(train_dir, data, max_number_of_steps=40, optimizer="sgd", learning_rate_decay_factor=1e15,
+           num_epochs_per_decay=0.6, save_interval_steps=2)
   latest = tf.train.latest_checkpoint(str(train_dir))
+  assert latest.endswith("ckpt-2")
   weights = _weights(latest)
   assert all(np.isfinite(w).all() for w in weights.values())
   assert not (train_dir / ".lock").exists()  # released on the error path too
