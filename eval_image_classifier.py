@@ -1,4 +1,4 @@
-"""Evaluates checkpoints exactly, once or continuously beside a running trainer.
+r"""Evaluates checkpoints exactly, once or continuously beside a running trainer.
 
     python eval_image_classifier.py --checkpoint_path=runs/cifarnet --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --continuous --num_gpus=0 --final_eval_splits=test

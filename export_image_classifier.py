@@ -1,4 +1,4 @@
-"""Exports a trained classifier for use outside the framework, and checks every exported file against it.
+r"""Exports a trained classifier for use outside the framework, and checks every exported file against it.
 
     python export_image_classifier.py --checkpoint_path=runs/flowers102/xception/eval_validation/best \
         --output_dir=exports/xception --dataset_dir=data/flowers102

@@ -1,4 +1,4 @@
-"""Classifies image files with an exported model (SavedModel or .tflite) or a training checkpoint.
+r"""Classifies image files with an exported model (SavedModel or .tflite) or a training checkpoint.
 
     python predict_image_classifier.py --model=exports/xception photos/ more/*.jpg one.png --top_k=3 \
         --output=predictions.csv

@@ -1,4 +1,4 @@
-"""Trains a classifier on a converted dataset, TF-Slim's flags on a TF2 Orbit loop.
+r"""Trains a classifier on a converted dataset, TF-Slim's flags on a TF2 Orbit loop.
 
     python train_image_classifier.py --train_dir=runs/cifarnet --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --model_name=cifarnet --train_image_size=64 \
@@ -7,17 +7,25 @@
 
 It writes checkpoints `ckpt-STEP`, `flags.txt`, `run_info.json` and TensorBoard
 summaries under --train_dir, and, killed and started again with the same command,
-continues where it stopped. One trainer per --train_dir at a time (a lock).
-All flags: slimflowers/train_flags.py. The program: slimflowers/train.py.
+continues where it stopped. One trainer per --train_dir at a time (a lock). The
+train_dir remembers the flags it was trained with: other training flags are refused
+(a new --train_dir, or more --max_number_of_steps, are the ways forward).
+
+Key flags: --train_dir, --dataset_name, --dataset_dir, --model_name, --max_number_of_steps
+(or --num_epochs), --batch_size, --optimizer, --learning_rate, --train_image_size,
+--checkpoint_path (fine-tuning). Every flag, alphabetically, below (slimflowers/train_flags.py);
+the program: slimflowers/train.py.
 """
 from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 from slimflowers import train
 from slimflowers import train_flags
 
 train_flags.define_flags()
+flags.adopt_module_key_flags(train_flags)  # --help lists them (they are this script's flags)
 
 
 def main(argv):

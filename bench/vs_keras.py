@@ -1,4 +1,4 @@
-"""The race: our scripts against a tutorial-style Keras script, same images, same steps, same run.
+r"""The race: our scripts against a tutorial-style Keras script, same images, same steps, same run.
 
     .venv/bin/python bench/vs_keras.py        # the full race: 2,500 steps each (9 min on 2 quiet cores)
     .venv/bin/python bench/vs_keras.py --steps=150 --num_images=500 --save_interval_steps=50 --target=0.25 \

@@ -108,10 +108,15 @@ def convert(name, dataset_dir, *, source=None, num_shards=None, num_workers=None
                                          resize_to=resize_to)
 
 
+def convert_command(name, dataset_dir):
+  """The download_and_convert_data.py command that converts dataset `name` into `dataset_dir` (with the flags the
+  dataset needs, e.g. folder's --source), for error messages."""
+  return records.convert_command(name, dataset_dir, getattr(get_module(name), "CONVERT_FLAGS", ""))
+
+
 def get_split(name, split_name, dataset_dir):
   """Describes one converted split (sizes from dataset.json); errors say what exists and what to run."""
-  get_module(name)
-  command = records.convert_command(name, dataset_dir)
+  command = convert_command(name, dataset_dir)
   if not fileio.isdir(dataset_dir):
     if fileio.exists(dataset_dir):
       raise errors.BadValue(f"--dataset_dir={dataset_dir} is a file, not the directory written by "

@@ -240,7 +240,7 @@ class Progress:
     now = time.time()
     if now - self.last >= LOG_EVERY_SECS or self.done >= self.total:
       self.last = now
-      logging.info("%s: %d/%d images, %.1f images/s", self.what, self.done, self.total,
+      logging.info("%s: %d/%d files, %.1f files/s", self.what, self.done, self.total,
                    self.done / max(now - self.start, 1e-9))
 
   @property
@@ -301,8 +301,10 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
                     "path": os.path.join(staging, records.shard_filename(name, split, i, n_shards)),
                     "examples": [(p, label, dataset_utils.record_name(p)) for p, label in chunk]})
   total = sum(len(e) for e in splits.values())
-  logging.info("Converting %s: %s images into %d shards in %s", name,
-               {s: len(e) for s, e in splits.items()}, len(tasks), dataset_dir)
+  # Files, not images yet: a file that is not a usable image is skipped (and counted) as it is read; the
+  # final line gives the images written.
+  logging.info("Converting %s: %d files (%s) into %d shards in %s", name, total,
+               ", ".join(f"{s} {len(e)}" for s, e in splits.items()), len(tasks), dataset_dir)
   progress = Progress(f"Converting {name}", total)
   results = []
   for result in pool.imap_unordered(write_shard, tasks):
@@ -368,6 +370,6 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
                            "".join(f"{i}:{n}\n" for i, n in enumerate(class_names)))
   fileio.write_json_atomic(os.path.join(dataset_dir, records.DATASET_JSON), meta)
   fileio.remove(os.path.join(dataset_dir, PENDING_FILE))
-  logging.info("Wrote %s: %s (%d skipped) at %.1f images/s", dataset_dir,
-               {s: m["num_samples"] for s, m in split_meta.items()}, len(skipped), rate)
+  logging.info("Wrote %s: %s images (%d of the %d files skipped) at %.1f images/s", dataset_dir,
+               ", ".join(f"{s} {m['num_samples']}" for s, m in split_meta.items()), len(skipped), total, rate)
   return meta

@@ -1,4 +1,4 @@
-"""Your own photos: any directory of class sub-folders.
+r"""Your own photos: any directory of class sub-folders.
 
     python download_and_convert_data.py --dataset_name=folder --source=~/my_photos --dataset_dir=/tmp/my_photos \
         --validation_size=0.1 --test_size=0.1
@@ -13,6 +13,7 @@ NAME = "folder"
 FILES = ()
 CLASS_NAMES = None  # whatever the source has
 OPTIONS = {"validation_size": 0.1, "test_size": 0, "seed": 0}
+CONVERT_FLAGS = "--source=YOUR_PHOTOS_DIR"  # what a conversion command needs besides the name and the directory
 
 
 def prepare(dataset_dir, source, options, pool):

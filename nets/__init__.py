@@ -18,8 +18,13 @@ works by prefix on `variable.path`), Inception-v3's auxiliary head, overrides
 for dropout and batch norm, any input size the architecture allows, and the
 choice of weight-decayed variables.
 """
-import dataclasses
-from typing import Callable, Optional
+import sys
+
+if sys.argv[:1] == ["-m"]:  # `python -m nets` is importing this package: quiet TensorFlow before Keras loads it,
+  from slimflowers import cli  # pylint: disable=g-import-not-at-top,unused-import  as every entry script does.
+
+import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-order
+from typing import Callable, Optional  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from absl import logging
 import keras

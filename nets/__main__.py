@@ -14,6 +14,7 @@ from absl import flags
 import keras
 
 import nets
+from slimflowers import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_classes", 102, "Classes for the second parameter column (the study: 102).")

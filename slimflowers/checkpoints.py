@@ -1,4 +1,4 @@
-"""Checkpoint layout, TF-Slim-style scopes, and fine-tuning restores.
+r"""Checkpoint layout, TF-Slim-style scopes, and fine-tuning restores.
 
     python train_image_classifier.py ... --model_name=resnet50 \
         --checkpoint_path=resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 \
@@ -218,7 +218,7 @@ def resolve_checkpoint(path):
     if latest is None:
       raise errors.NotFound(
           f"--checkpoint_path={path} is a directory without checkpoints. Point it at a train_dir "
-          "that holds ckpt-STEP.index files, or add --continuous to wait for the first one.")
+          "that holds ckpt-STEP.index files.")
     return latest
   if tf.io.gfile.exists(path + ".index"):
     try:

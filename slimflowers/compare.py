@@ -49,6 +49,7 @@ from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import metrics
 from slimflowers import run_dir
+from slimflowers import sanity
 
 REPORT_FILES = run_dir.REPORT_FILES
 
@@ -74,6 +75,13 @@ class Run:
 
 # ----------------------------------------------------------------------------- Reading runs
 
+def runs_in(directory):
+  """The run directories directly inside `directory`, sorted by name ([] when it holds none)."""
+  if not fileio.isdir(directory):
+    return []
+  return [c for c in (os.path.join(directory, d) for d in sorted(fileio.listdir(directory))) if run_dir.is_run(c)]
+
+
 def resolve_run_dirs(paths):
   """Run directories from the command line; a directory that holds runs stands for all of them."""
   if not paths:
@@ -90,8 +98,7 @@ def resolve_run_dirs(paths):
     if run_dir.is_report(path):
       logging.warning("Skipping %s: it is a comparison report, not a run (e.g. RUNS/report in RUNS/*).", path)
       continue
-    children = [os.path.join(path, d) for d in fileio.listdir(path)]
-    children = [c for c in children if run_dir.is_run(c)]
+    children = runs_in(path)
     if not children:
       raise NotARunError(
           f"{path!r} is not a training run: it has no {run_dir.RUN_INFO}, no {run_dir.FLAGS_TXT} and no event "
@@ -223,8 +230,10 @@ def summarize(run):
 
   val = run.validation
   scored = [r for r in val if _number(r.get("accuracy")) is not None]
+  # A checkpoint no better than chance is never a "best" (slimflowers/sanity.py): like best/, the table skips it.
+  believable = [r for r in scored if not (r.get("sanity") or {}).get("at_chance")]
   # Highest accuracy; on ties the earliest step (the first checkpoint to reach it).
-  best = max(scored, key=lambda r: (_number(r["accuracy"]), -int(r["step"]))) if scored else None
+  best = max(believable, key=lambda r: (_number(r["accuracy"]), -int(r["step"]))) if believable else None
   row["best_val_accuracy"] = _number(best.get("accuracy")) if best else None
   row["best_val_step"] = int(best["step"]) if best else None
   row["final_val_accuracy"] = _number(val[-1].get("accuracy")) if val else None
@@ -234,6 +243,7 @@ def summarize(run):
   row["best_ckpt_test_top1"] = _number(test_best.get("accuracy"))
   row["best_ckpt_test_top5"] = _number(test_best.get("top_5_accuracy"))
   row["val_mean_per_class_accuracy"] = _number(val[-1].get("mean_per_class_accuracy")) if val else None
+  row["status"] = status(run)
   row["test_mean_per_class_accuracy"] = _number(test.get("mean_per_class_accuracy"))
 
   for key in metrics.SPEED_METRICS:
@@ -243,6 +253,17 @@ def summarize(run):
   row["train_wall_secs"] = wall if wall is not None else run.train_wall_secs
   row.update(_export_values(run.export))
   return row
+
+
+def status(run):
+  """'' for a run whose results are believable; else what is wrong, from the evaluator's checks
+  (slimflowers/sanity.py) on the final validation result: 'at chance' or 'N pts below training'."""
+  if not run.validation:
+    return ""
+  final = run.validation[-1].get("sanity") or {}
+  if final.get("at_chance") and not any(not (r.get("sanity") or {}).get("at_chance") for r in run.validation):
+    return "NOT LEARNING: at chance"
+  return sanity.verdict(final).replace("at chance", "final at chance")
 
 
 def _export_values(report):
@@ -292,6 +313,8 @@ COLUMNS = (
     ("steps_per_hour", "steps/h", "{:.1f}".format, "{:,.0f}".format),
     ("train_wall_secs", "wall time", "{:.1f}".format, _fmt_wall_md),
 )
+# Shown only when some run is not learning (status()).
+WARNING_COLUMNS = (("status", "warning", str, str),)
 # Shown only when at least one run has an export report (export_image_classifier.py).
 EXPORT_COLUMNS = (
     ("saved_model_mb", "SavedModel MB", "{:.2f}".format, "{:.1f}".format),
@@ -302,9 +325,10 @@ EXPORT_COLUMNS = (
 
 
 def columns_for(rows):
-  """COLUMNS, plus EXPORT_COLUMNS when some row has an export value."""
+  """COLUMNS, plus EXPORT_COLUMNS when some row has an export value, plus WARNING_COLUMNS when a run has one."""
   exported = any(row.get(key) is not None for row in rows for key, *_ in EXPORT_COLUMNS)
-  return COLUMNS + EXPORT_COLUMNS if exported else COLUMNS
+  warned = any(row.get("status") for row in rows)
+  return COLUMNS + (EXPORT_COLUMNS if exported else ()) + (WARNING_COLUMNS if warned else ())
 
 
 def format_csv(rows):
@@ -333,16 +357,27 @@ def format_markdown_table(rows):
   return "\n".join([line(header), rule] + [line(cells) for cells in body]) + "\n"
 
 
-def format_markdown(rows, runs):
-  parts = ["# Run comparison", "", format_markdown_table(rows), "Runs:"]
+def format_markdown(rows, runs, trained=None):
+  parts = ["# Run comparison", "", format_markdown_table(rows)]
+  if trained is not None:
+    names = [run.name for run in runs if fileio.abspath(run.path) in trained]
+    parts += [f"This invocation trained: {', '.join(names) if names else 'none (every run was already trained)'}; "
+              "the other runs were already in the directory.", ""]
+  suspect = [row for row in rows if row.get("status")]
+  if suspect:
+    parts += ["**Runs whose numbers are not results** (the evaluator's check against chance and against the "
+              "training batch accuracy): " + "; ".join(f"`{row['run']}`: {row['status']}" for row in suspect) +
+              f". A run at chance has no best checkpoint. Likely causes: {sanity.LIKELY_CAUSES}.", ""]
+  parts += ["Runs:"]
   parts += [f"- `{run.name}`: `{fileio.abspath(run.path)}`" for run in runs]
   parts += ["", "Accuracies in %. *best val*: the highest validation accuracy, reached at *@ step*; *test*: the "
             "final checkpoint on the test split; *best-ckpt test*: the best-validation checkpoint on the test split; "
             "*per-class*: mean per-class accuracy of the final checkpoint; *params*: trainable parameters; "
             "*GFLOPs/img*: forward pass; speed (img/s, s/step, steps/h) as logged by the trainer, excluding "
-            "compilation and checkpointing; *wall time*: training, h:mm:ss. Column keys and raw values: results.csv.",
+            "compilation and checkpointing; *wall time*: training, h:mm:ss; *warning* (when shown): a run not learning "
+            "(at chance, or far below its training accuracy). Column keys and raw values: results.csv.",
             ""]
-  if columns_for(rows) != COLUMNS:
+  if any(row.get(key) is not None for row in rows for key, *_ in EXPORT_COLUMNS):
     parts[-1:-1] = ["Export (RUN/export/export_report.json): file sizes in MB; *int8 test top-1*: the int8 TFLite "
                     "model on the test split; *CPU ms/img*: batch 1 on one thread, the int8 TFLite model (else the "
                     "float32 one).", ""]
@@ -443,6 +478,7 @@ class Report:
   markdown_table: str
   paths: dict  # file name -> path
   secs: float = 0.0  # how long reading the runs and writing the report took
+  trained: list = None  # names of the runs this invocation trained (the study), or None
 
 
 def default_output_dir(run_dirs):
@@ -453,8 +489,11 @@ def default_output_dir(run_dirs):
   return os.path.join(parents.pop(), run_dir.REPORT_SUBDIR)
 
 
-def write_report(run_dirs, output_dir=None):
-  """Reads the runs and writes the table and plots into `output_dir`; returns a Report."""
+def write_report(run_dirs, output_dir=None, trained=None):
+  """Reads the runs and writes the table and plots into `output_dir`; returns a Report.
+
+  `trained`: the run directories this invocation trained (the study), said in results.md; None: not said.
+  """
   start = time.monotonic()
   run_dirs = resolve_run_dirs(list(run_dirs))
   output_dir = output_dir or default_output_dir(run_dirs)
@@ -463,18 +502,26 @@ def write_report(run_dirs, output_dir=None):
   fileio.makedirs(output_dir)
   paths = {name: os.path.join(output_dir, name) for name in REPORT_FILES}
   fileio.write_text_atomic(paths["results.csv"], format_csv(rows))
-  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs))
+  trained = None if trained is None else {fileio.abspath(p) for p in trained}
+  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained))
   plot_loss(runs, paths["loss.png"])
   plot_val_accuracy(runs, paths["val_accuracy.png"])
   plot_steps_per_hour(rows, paths["steps_per_hour.png"])
   plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
   return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths,
-                secs=time.monotonic() - start)
+                secs=time.monotonic() - start,
+                trained=None if trained is None else [r.name for r in runs if fileio.abspath(r.path) in trained])
 
 
 def print_report(report, out=None):
   out = out or sys.stdout
   print(report.markdown_table, file=out)
+  if report.trained is not None:
+    print(f"This invocation trained: {', '.join(report.trained) or 'none'}; the other rows were already in the "
+          "runs directory.", file=out)
+  for row in report.rows:
+    if row.get("status"):
+      print(f"WARNING {row['run']}: {row['status']}: not a result (see {report.paths['results.md']}).", file=out)
   print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']})", file=out)
   print("Plots: " + ", ".join(report.paths[n] for n in REPORT_FILES if n.endswith(".png")), file=out)
   out.flush()

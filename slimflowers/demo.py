@@ -50,7 +50,6 @@ MAX_STEPS = 1800
 CROP_AREA_RANGE = "0.25,1.0"     # 64 px images: crops of at least a quarter of the photo (README, small images)
 BATCH_SIZE = 32
 OPTIMIZER = "adam"
-BATCH_NORM_MOMENTUM = 0.9        # moving statistics that catch up within a short run (nets' default 0.99 lags)
 LEARNING_RATE = 0.005
 LEARNING_RATE_DECAY_TYPE = "cosine"
 END_LEARNING_RATE = 0.0001
@@ -66,7 +65,7 @@ TARGET_VAL_ACCURACY = 0.95       # the demo's promise for the best model
 
 def train_flags():
   return [f"--train_image_size={IMAGE_SIZE}", f"--max_number_of_steps={MAX_STEPS}", f"--batch_size={BATCH_SIZE}",
-          f"--optimizer={OPTIMIZER}", f"--batch_norm_momentum={BATCH_NORM_MOMENTUM}", f"--learning_rate={LEARNING_RATE}",
+          f"--optimizer={OPTIMIZER}", f"--learning_rate={LEARNING_RATE}",
           f"--learning_rate_decay_type={LEARNING_RATE_DECAY_TYPE}", f"--end_learning_rate={END_LEARNING_RATE}",
           f"--save_interval_steps={SAVE_INTERVAL_STEPS}", f"--log_every_n_steps={LOG_EVERY_N_STEPS}",
           f"--crop_area_range={CROP_AREA_RANGE}", "--seed=0"]

@@ -36,7 +36,10 @@ LEFTOVERS = ("*" + fileio.TMP_MARK + "*", "*_temp")
 
 
 def is_better(result, best):
-  """Higher accuracy wins; on a tie the earlier step stays best."""
+  """Higher accuracy wins; on a tie the earlier step stays best. A result at chance is never best: best/ holds no
+  checkpoint that is no better than chance (slimflowers/sanity.py), so nothing presents one as a result."""
+  if (result.get("sanity") or {}).get("at_chance"):
+    return False
   if best is None:
     return True
   if result["accuracy"] != best["metrics"]["accuracy"]:
@@ -45,19 +48,24 @@ def is_better(result, best):
 
 
 def _best_record(result):
-  return {"step": int(result["step"]), "checkpoint": result["checkpoint"], "split": result["split"],
-          "metrics": {k: result[k] for k in ("num_examples",) + metrics.EVAL_METRICS}}
+  record = {"step": int(result["step"]), "checkpoint": result["checkpoint"], "split": result["split"],
+             "metrics": {k: result[k] for k in ("num_examples",) + metrics.EVAL_METRICS}}
+  if result.get("sanity"):
+    record["sanity"] = result["sanity"]
+  return record
 
 
 class Outputs:
   """Writes everything the evaluator produces into eval_dir, and remembers what it wrote.
 
   `keep_best=False`: no best/ (an evaluation of a run's final or best checkpoint on another split).
+  `class_names`: the confusion matrix's labels.
   """
 
-  def __init__(self, eval_dir, keep_best=True):
+  def __init__(self, eval_dir, keep_best=True, class_names=None):
     self.eval_dir = eval_dir
     self.keep_best = keep_best
+    self.class_names = class_names  # the confusion matrix's labels (numbers when None)
     self.best_dir = run_dir.best_dir(eval_dir)
     fileio.makedirs(eval_dir)
     fileio.remove_leftovers(eval_dir, LEFTOVERS, what="a killed evaluator")
@@ -83,7 +91,8 @@ class Outputs:
 
   def _reconcile_best(self, results):
     """Re-makes best/ when results.jsonl knows a better checkpoint than best.json (see the module doc)."""
-    scored = [r for r in results if isinstance(r.get("accuracy"), (int, float)) and "checkpoint" in r]
+    scored = [r for r in results if isinstance(r.get("accuracy"), (int, float)) and "checkpoint" in r
+              and not (r.get("sanity") or {}).get("at_chance")]
     if not scored:
       return
     top = max(scored, key=lambda r: (r["accuracy"], -int(r["step"])))
@@ -99,8 +108,10 @@ class Outputs:
     with self._writer.as_default(step=step):
       for key in metrics.EVAL_METRICS:
         tf.summary.scalar(key, result[key])
-      tf.summary.image("confusion_matrix", metrics.confusion_image(confusion),
-                       description="Rows: true class, columns: prediction, row-normalized (dark = high).")
+      tf.summary.image("confusion_matrix",
+                       metrics.confusion_image(confusion, self.class_names, title=f"{result['split']}, step {step}"),
+                       description="Rows: the true class, columns: the prediction; each cell's colour is its share "
+                       "of the row, its number the count of images.")
     self._writer.flush()
     if self.keep_best and is_better(result, self.best):
       self._save_best(result, model, use_ema)

@@ -27,6 +27,41 @@ def is_final_step(step, info):
   return info.get("max_steps") is not None and step >= int(info["max_steps"])
 
 
+def wait_for(condition, *, timeout_secs, interval_secs, sleep=time.sleep, clock=time.monotonic):
+  """Calls `condition()` every `interval_secs` until it returns something true, at most `timeout_secs`; returns
+  its last value (false when the time ran out)."""
+  deadline = clock() + timeout_secs
+  while True:
+    value = condition()
+    if value or clock() >= deadline:
+      return value
+    sleep(max(0.0, min(interval_secs, deadline - clock())))
+
+
+def wait_for_run(train_dir, *, timeout_secs, interval_secs, sleep=time.sleep, clock=time.monotonic):
+  """run_info.json of `train_dir`, waiting (bounded) for a trainer started at the same moment to write it; {}."""
+  info = run_dir.read_run_info(train_dir)
+  if not info:
+    logging.info("Waiting up to %ss for a training run to appear in %s (its %s).", timeout_secs, train_dir,
+                 run_dir.RUN_INFO)
+    info = wait_for(lambda: run_dir.read_run_info(train_dir), timeout_secs=timeout_secs,
+                    interval_secs=interval_secs, sleep=sleep, clock=clock)
+  return info
+
+
+def wait_for_finished(train_dir, *, timeout_secs, interval_secs, sleep=time.sleep, clock=time.monotonic):
+  """run_info.json once it says `finished` (the trainer writes it right after the final checkpoint), waiting at
+  most `timeout_secs`; else the last one read."""
+  def finished():
+    info = run_dir.read_run_info(train_dir)
+    return info if info.get("finished") else None
+  info = finished()
+  if info is None:
+    logging.info("Waiting up to %ss for the run in %s to say it finished.", timeout_secs, train_dir)
+    info = wait_for(finished, timeout_secs=timeout_secs, interval_secs=interval_secs, sleep=sleep, clock=clock)
+  return info or run_dir.read_run_info(train_dir)
+
+
 def run_continuous(train_dir, evaluate_fn, *, done_steps=(), eval_interval_secs=60, eval_timeout_secs=3600,
                    sleep=time.sleep, clock=time.monotonic, heartbeat=None):
   """Evaluates new checkpoints of `train_dir` as they appear; returns the steps evaluated.

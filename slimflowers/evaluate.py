@@ -1,4 +1,4 @@
-"""The eval_image_classifier.py program: exact evaluation of checkpoints, once or continuously beside training.
+r"""The eval_image_classifier.py program: exact evaluation of checkpoints, once or continuously beside training.
 
     python eval_image_classifier.py --checkpoint_path=runs/cifarnet --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --continuous --num_gpus=0 --final_eval_splits=test
@@ -29,8 +29,12 @@ from slimflowers import fileio
 from slimflowers import input_pipeline
 from slimflowers import locks
 from slimflowers import run_dir
+from slimflowers import run_record
+from slimflowers import sanity
 
 PROGRAM = "eval_image_classifier.py"
+# How often a waiting evaluator looks again (for a run to appear, for `finished`), at most.
+WAIT_POLL_SECS = 2.0
 
 
 def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
@@ -44,7 +48,12 @@ def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
   if fileio.abspath(eval_dir) == fileio.abspath(train_dir):
     raise errors.BadValue(f"--eval_dir={eval_dir} is the train_dir; the evaluator only writes into its own "
                           f"directory. Leave --eval_dir unset (default {run_dir.eval_dir(train_dir, split_name)}).")
-  prefix = None if continuous else checkpoints.resolve_checkpoint(checkpoint_path)
+  try:
+    prefix = None if continuous else checkpoints.resolve_checkpoint(checkpoint_path)
+  except errors.NotFound as e:
+    if not fileio.isdir(checkpoint_path):
+      raise
+    raise errors.NotFound(f"{e} Or add --continuous to wait for its first checkpoint.") from e
   return train_dir, eval_dir, prefix
 
 
@@ -99,7 +108,13 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
     raise errors.BadValue(f"--batch_size={batch_size} must be positive.")
   # ---------------- Where to look and where to write ----------------
   train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous)
+  if dataset_split_name in final_eval_splits:
+    logging.warning("--final_eval_splits=%s: %s is the split this evaluator evaluates already (--dataset_split_name); "
+                    "it is not evaluated twice.", ",".join(final_eval_splits), dataset_split_name)
   final_eval_splits = [s for s in final_eval_splits if s != dataset_split_name]
+  poll = min(eval_interval_secs, WAIT_POLL_SECS)
+  if continuous:  # started beside its trainer, perhaps first: the run's record says what to build
+    eval_watch.wait_for_run(train_dir, timeout_secs=eval_timeout_secs, interval_secs=poll)
   spec, image_size, preprocessing_name, overrides = resolve_model(train_dir, model_name, eval_image_size,
                                                                    preprocessing_name)
 
@@ -110,6 +125,8 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                             preprocessing_name=preprocessing_name)
 
   split = datasets.get_split(dataset_name, dataset_split_name, dataset_dir)
+  run_record.check_dataset(train_dir, run_dir.read_run_info(train_dir), split, num_classes=(
+      (checkpoints.read_model_config(prefix) or {}).get("num_classes") if prefix else None))
   for name in final_eval_splits:
     datasets.get_split(dataset_name, name, dataset_dir)  # fail now, not after hours of watching
   logging.info("Evaluating %s on %s/%s (%d examples, %d classes) at %d px, batch %d over %d replica(s)",
@@ -126,15 +143,30 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                                       preprocessing_name=preprocessing_name,
                                       with_filenames=True) if print_predictions else None
   recorded = []
+  warned = []
+
+  def warn_if_suspect(result):
+    """One warning in the user's terms for a result at chance or far below training (slimflowers/sanity.py):
+    always for a one-off evaluation or the run's final step; beside training only once training itself has
+    learned something (early checkpoints are at chance in every run)."""
+    check = result.get("sanity")
+    if not sanity.is_suspect(check):
+      return
+    final = not continuous or eval_watch.is_final_step(result["step"], run_dir.read_run_info(train_dir))
+    if final or check.get("below_training") or sanity.training_learns(check):
+      logging.warning("%s", sanity.warning(check, step=result["step"], split=result["split"],
+                                           with_causes=not warned))
+      warned.append(result["step"])
 
   # ---------------- One checkpoint, or every new checkpoint of the run ----------------
   with locks.DirLock(eval_dir, PROGRAM) as lock:
-    outputs = eval_outputs.Outputs(eval_dir)
+    outputs = eval_outputs.Outputs(eval_dir, class_names=_class_names(split))
     try:
       def evaluate_fn(path):
         result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
                                                    use_ema=use_ema, outputs=outputs)
         recorded.append(result)
+        warn_if_suspect(result)
         if print_predictions:
           print(exact_eval.format_predictions(exact_eval.predictions(model, named, print_predictions),
                                               split.labels_to_names), flush=True)
@@ -153,7 +185,19 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
 
   # ---------------- The final splits: final and best checkpoints, in this process ----------------
   if final_eval_splits:
-    final = prefix or _final_checkpoint(train_dir)
+    what = f"--final_eval_splits={','.join(final_eval_splits)}"
+    if prefix is not None:
+      final = prefix
+      if not continuous and not _is_final(train_dir, prefix):
+        logging.warning("%s: evaluating %s, the checkpoint given, which is not the final checkpoint of a finished "
+                        "run (its results go to eval_<split>/ all the same).", what, os.path.basename(prefix))
+    else:
+      # The trainer writes `finished` right after its final checkpoint: when the watch ended on the final step,
+      # wait for it (bounded), so the final splits are never skipped by a few seconds.
+      done = max(outputs.done_steps, default=None)
+      wait = eval_timeout_secs if done is not None and eval_watch.is_final_step(
+          done, run_dir.read_run_info(train_dir)) else 0
+      final = _final_checkpoint(train_dir, what, wait_secs=wait, poll_secs=poll)
     if final is not None:
       for name in final_eval_splits:
         recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, run_dir.best_dir(eval_dir),
@@ -161,15 +205,31 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
   return recorded
 
 
-def _final_checkpoint(train_dir):
-  """The run's final checkpoint when the run finished and it still exists; else None (with a warning)."""
+def _class_names(split):
+  return [split.labels_to_names[i] for i in range(split.num_classes)]
+
+
+def _is_final(train_dir, prefix):
   info = run_dir.read_run_info(train_dir)
+  return bool(info.get("finished")) and checkpoints.read_global_step(prefix) == info.get("final_step")
+
+
+def _final_checkpoint(train_dir, what, *, wait_secs=0, poll_secs=WAIT_POLL_SECS):
+  """The run's final checkpoint, waiting up to `wait_secs` for the run to say it finished; else None, after one
+  line saying why the final splits (`what`) are not evaluated."""
+  info = eval_watch.wait_for_finished(train_dir, timeout_secs=wait_secs, interval_secs=poll_secs)
   listed = {checkpoints.read_global_step(p): p for p in checkpoints.list_checkpoints(train_dir)}
-  if not info.get("finished") or int(info.get("final_step", -1)) not in listed:
-    logging.warning("The run in %s has not finished (or its final checkpoint is gone): the final splits are not "
-                    "evaluated. Run the evaluator again once training has finished.", train_dir)
+  if not info.get("finished"):
+    newest = f"its newest checkpoint is step {max(listed)}" if listed else "it has no checkpoint yet"
+    logging.warning("%s not evaluated: the run in %s has not finished (%s of %s steps). Run the evaluator again "
+                    "once training has finished.", what, train_dir, newest, info.get("max_steps", "?"))
     return None
-  return listed[int(info["final_step"])]
+  final = int(info["final_step"])
+  if final not in listed:
+    logging.warning("%s not evaluated: %s/%s says the run finished at step %d, but its final checkpoint ckpt-%d is "
+                    "gone.", what, train_dir, run_dir.RUN_INFO, final, final)
+    return None
+  return listed[final]
 
 
 def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, use_ema):
@@ -200,7 +260,7 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, u
                      split_name, out_dir)
         recorded.append(row)
         continue
-      outputs = eval_outputs.Outputs(out_dir, keep_best=False)
+      outputs = eval_outputs.Outputs(out_dir, keep_best=False, class_names=_class_names(evaluation.split))
       try:
         result, _ = exact_eval.evaluate_checkpoint(prefix, evaluation.evaluator, split_name=split_name,
                                                    use_ema=use_ema, outputs=outputs)

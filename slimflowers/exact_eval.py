@@ -23,6 +23,7 @@ import tensorflow as tf
 from slimflowers import checkpoints
 from slimflowers import errors
 from slimflowers import metrics
+from slimflowers import sanity
 
 RESULT_KEYS = ("step", "checkpoint", "split", "num_examples") + metrics.EVAL_METRICS
 
@@ -53,6 +54,18 @@ def restore(model, prefix, *, use_ema=False):
     raise errors.BadValue(f"--use_ema but checkpoint {prefix} has no ema_model: training did not use "
                           "--moving_average_decay. Drop --use_ema or train with --moving_average_decay.")
   return step
+
+
+def read_train_accuracy(prefix):
+  """The trainer's batch accuracy before it saved `prefix` (train.py), or None (older checkpoints, mixup)."""
+  try:
+    reader = checkpoints.checkpoint_reader(prefix)
+    if reader.has_tensor(sanity.TRAIN_ACCURACY_KEY):
+      value = float(reader.get_tensor(sanity.TRAIN_ACCURACY_KEY))
+      return value if value >= 0 else None
+  except tf.errors.OpError:
+    pass
+  return None
 
 
 def logits_of(outputs):
@@ -146,6 +159,7 @@ def evaluate_checkpoint(prefix, evaluator, *, split_name, use_ema=False, outputs
   result = {"step": step, "checkpoint": prefix, "split": split_name, "wall_time": time.time(),
             "use_ema": bool(use_ema)}
   result.update(full)
+  result["sanity"] = sanity.assess(confusion, read_train_accuracy(prefix))
   if outputs is not None:
     outputs.record(result, confusion, model=evaluator.model, use_ema=use_ema)
   return result, confusion

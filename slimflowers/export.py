@@ -1,4 +1,4 @@
-"""The export_image_classifier.py program: a checkpoint -> SavedModel + TFLite models, each verified against it.
+r"""The export_image_classifier.py program: a checkpoint -> SavedModel + TFLite models, each verified against it.
 
     python export_image_classifier.py --checkpoint_path=runs/flowers102/xception/eval_validation/best \
         --output_dir=exports/xception --dataset_dir=data/flowers102
@@ -71,6 +71,7 @@ from slimflowers import locks
 from slimflowers import metrics
 from slimflowers import preprocessing
 from slimflowers import run_dir
+from slimflowers import sanity
 
 PROGRAM = "export_image_classifier.py"
 FORMATS = ("saved_model", "tflite")
@@ -1038,6 +1039,9 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
   # ---------------- Report ----------------
   where = f" on {report['verify_split']} ({report['num_examples']} examples)" if splits else " (not verified)"
   print(f"Export of {source.prefix}{where}:\n{format_table(rows)}\nFiles: {output_dir}", flush=True)
+  if sanity.is_suspect(rows[0].get("sanity")):
+    logging.warning("THIS EXPORTED MODEL DOES NOT WORK: %s", sanity.warning(rows[0]["sanity"], step=step,
+                                                                           split=report["verify_split"]))
   if failures:
     raise VerificationFailed("\n".join(failures), report)
   return report
@@ -1061,6 +1065,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
   checkpoint = artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
                             size_bytes=prefix_bytes, logits=ref.logits, **common)
+  checkpoint["sanity"] = sanity.assess(  # is the checkpoint learning at all? (slimflowers/sanity.py)
+      metrics.numpy_metrics(ref.logits, ref.labels)["confusion_matrix"], exact_eval.read_train_accuracy(source.prefix))
   rows = [checkpoint]
   top1 = checkpoint["top1"]
   if saved_model:

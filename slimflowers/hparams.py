@@ -12,6 +12,14 @@ evaluator already write: `accuracy` in `train_dir/eval_validation` and
 `total_loss` in `train_dir/train`. TensorBoard shows the last value of each, i.e.
 the run's final metrics, so nothing has to be logged again at the end.
 
+Order. The HPARAMS tab lists the hyper-parameters whose values differ between
+runs first, then the others, each group sorted by the stored name, and shows
+the first few: alphabetical flags (augment, batch_size, color_distortion, ...)
+say least. So each is stored under its position in the caller's dict
+("00_model", "01_image_size", ...) with its plain name as the display name:
+the tab shows the plain names in the order given (the trainer's: model, image
+size, optimizer, learning rate first).
+
 Every run writes the same experiment summary (hparam names and metrics, no
 value domains) because TensorBoard uses whichever experiment summary it finds
 first; the values, their types and their ranges come from each run's session
@@ -89,6 +97,18 @@ def _metric(spec):
   return hp.Metric(tag, group=group or None, display_name=_DISPLAY_NAMES.get(key, key))
 
 
+def default_trial_id(logdir):
+  """"name (parent)" of the run directory: readable, and distinct for one model's runs in two studies."""
+  path = os.path.normpath(os.path.abspath(logdir))
+  name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+  return f"{name} ({parent})" if parent else name
+
+
+def tensorboard_key(index, name):
+  """The name the `index`-th hparam is stored under: "00_model", "01_image_size", ... (see the module doc)."""
+  return f"{index:02d}_{name}"
+
+
 def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
   """Writes the HParams experiment and session summaries into `logdir` (the run's train_dir).
 
@@ -96,27 +116,33 @@ def log_hparams(logdir, hparams, metrics=DEFAULT_METRICS, trial_id=None):
     logdir: the run directory (the trainer's `train_dir`, parent of `train/` and
       `eval_validation/`).
     hparams: dict name -> value (bool, int, float, str; None, lists and numpy
-      scalars are converted).
+      scalars are converted), in the order the HPARAMS tab should show them
+      (stored as tensorboard_key(position, name), displayed as name).
     metrics: metrics the HPARAMS tab shows, each "group/tag" (group = the
       sub-directory of `logdir` holding the scalar `tag`), a bare trainer or
       evaluator tag ("accuracy" -> eval_validation/accuracy, "total_loss" ->
       train/total_loss, ...) or a (group, tag) pair ("" = `logdir` itself).
     trial_id: the session group's name in the HPARAMS tab; default: the run
-      directory's name (so the table names runs, not hashes).
+      directory's name and its parent's, e.g. "mobilenet_v1_025 (demo)"
+      (default_trial_id): the table names runs, not hashes, the run's own name
+      first (the Trial ID column is narrow), and two studies' runs of one model
+      under one --logdir stay two trials (TensorBoard merges equal names).
 
   Returns:
     The dict of values actually logged.
   """
   if not isinstance(hparams, dict) or not hparams:
     raise ValueError(f"log_hparams needs a non-empty dict of hyper-parameters, got {hparams!r}.")
-  values = {str(name): _to_hparam_value(name, value) for name, value in sorted(hparams.items())}
-  config_hparams = [hp.HParam(name) for name in values]
+  values = {str(name): _to_hparam_value(name, value) for name, value in hparams.items()}
+  keys = {name: tensorboard_key(i, name) for i, name in enumerate(values)}
+  config_hparams = [hp.HParam(keys[name], display_name=name) for name in values]
   config_metrics = [_metric(m) for m in metrics]
   writer = tf.summary.create_file_writer(logdir)
   try:
     with writer.as_default():
       hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
-      hp.hparams(values, trial_id=trial_id or os.path.basename(os.path.normpath(logdir)))
+      hp.hparams({keys[name]: value for name, value in values.items()},
+                 trial_id=trial_id or default_trial_id(logdir))
     writer.flush()
   finally:
     writer.close()

@@ -116,19 +116,69 @@ def numpy_metrics(logits, labels, top_k=TOP_K):
   return summarize(confusion, int(hits.sum()), float(loss_sum))
 
 
-def confusion_image(confusion, max_size=512):
-  """Renders a row-normalized confusion matrix as a uint8 image tensor [1, H, W, 3] for tf.summary.image.
+# Up to this many classes the axes carry class names and every non-zero cell its count; above, the axes carry class
+# numbers, a legend lists them with their names, and the colour scale alone shows the cells.
+CONFUSION_NAMED_CLASSES = 20
 
-  Row i is the true class i, so each row shows where that class's examples went:
-  a perfect classifier is a dark diagonal on white. Each cell is a square of
-  max(1, max_size // C) pixels so small class counts stay visible.
-  """
+
+def row_shares(confusion):
+  """Each cell's share of its row (the true class's images): the confusion image's colours; 0 for an absent class."""
   confusion = np.asarray(confusion, np.float64)
   rows = confusion.sum(axis=1, keepdims=True)
-  normalized = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
-  cell = max(1, max_size // max(1, confusion.shape[0]))
-  normalized = np.kron(normalized, np.ones([cell, cell]))
-  # White (0) -> dark blue (1), a colormap that needs no matplotlib.
-  white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
-  rgb = white + normalized[..., None] * (blue - white)
-  return tf.constant(np.clip(np.rint(rgb), 0, 255).astype(np.uint8)[None])
+  return np.divide(confusion, rows, out=np.zeros(confusion.shape, np.float64), where=rows > 0)
+
+
+def confusion_image(confusion, class_names=None, title=None):
+  """The confusion matrix as TensorBoard shows it: a uint8 image tensor [1, H, W, 3] for tf.summary.image.
+
+  Rows are the true classes, columns the predictions, each cell coloured by its share of the true class's
+  images (a colour bar says so) and, up to CONFUSION_NAMED_CLASSES classes, labelled with its count; the
+  axes carry the class names (class numbers and a legend beyond that). Drawn with matplotlib's Agg canvas
+  (no display, no global pyplot state).
+  """
+  import io  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  confusion = np.asarray(confusion, np.int64)
+  k = confusion.shape[0]
+  names = [str(n) for n in class_names] if class_names is not None and len(class_names) == k else [str(i) for i in
+                                                                                                     range(k)]
+  share = row_shares(confusion)
+  named = k <= CONFUSION_NAMED_CLASSES
+  side = min(12.0, 2.5 + 0.4 * k) if named else min(14.0, 4.0 + 0.08 * k)
+  columns = 5
+  per_column = -(-k // columns)
+  legend_height = 0.0 if named else 0.16 * per_column + 0.4
+  fig = Figure(figsize=(side + 1.5, side + 1.0 + legend_height), dpi=72, layout="constrained")
+  grid = fig.add_gridspec(2 if legend_height else 1, 1, height_ratios=[side + 1.0, legend_height] if legend_height
+                          else [1])
+  ax = fig.add_subplot(grid[0])
+  image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+  colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+  colorbar.set_label("share of the true class (row)", fontsize=12)
+  ticks = np.arange(k) if named or k <= 40 else np.arange(0, k, 5)
+  labels = [names[i] for i in ticks] if named else [str(i) for i in ticks]
+  ax.set_xticks(ticks, labels, rotation=45 if named else 90, ha="right" if named else "center",
+                fontsize=12 if named else 8)
+  ax.set_yticks(ticks, labels, fontsize=12 if named else 8)
+  ax.set_xlabel("predicted class", fontsize=12)
+  ax.set_ylabel("true class", fontsize=12)
+  total = int(confusion.sum())
+  accuracy = np.trace(confusion) / total if total else 0.0
+  ax.set_title((title + "\n" if title else "") + f"{total:,} images, {100 * accuracy:.1f} % on the diagonal",
+               fontsize=12)
+  if named:
+    for (i, j), count in np.ndenumerate(confusion):
+      if count:
+        ax.text(j, i, f"{count:,}", ha="center", va="center", fontsize=12 if k <= 10 else 9,
+                color="white" if share[i, j] > 0.5 else "black")
+  else:  # the legend: class number -> name
+    legend = fig.add_subplot(grid[1])
+    legend.axis("off")
+    for c in range(columns):
+      lines = [f"{i:>3}  {names[i][:20]}" for i in range(c * per_column, min(k, (c + 1) * per_column))]
+      legend.text(c / columns, 1.0, "\n".join(lines), fontsize=8, family="monospace", va="top",
+                  transform=legend.transAxes)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", bbox_inches="tight")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported
+  return tf.image.decode_png(buffer.getvalue(), channels=3)[None]

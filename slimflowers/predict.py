@@ -1,4 +1,4 @@
-"""The predict_image_classifier.py program: the top-k classes of image files, from an export or a checkpoint.
+r"""The predict_image_classifier.py program: the top-k classes of image files, from an export or a checkpoint.
 
     python predict_image_classifier.py --model=exports/xception photos/ more/*.jpg one.png --top_k=3 \
         --output=predictions.csv
@@ -48,6 +48,7 @@ from slimflowers import exact_eval
 from slimflowers import export
 from slimflowers import fileio
 from slimflowers import metrics
+from slimflowers import run_dir
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 PROGRESS_SECS = 10.0
@@ -228,6 +229,10 @@ class CheckpointPredictor:
         lambda x: tf.nn.softmax(tf.cast(exact_eval.logits_of(model(x, training=False)), tf.float32)),
         reduce_retracing=True)
     self.what = f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''})"
+    info = run_dir.read_run_info(source.train_dir)
+    if info and not info.get("finished"):
+      logging.warning("The run in %s has not finished training: these predictions come from its checkpoint at step "
+                      "%d of %s, not from its final model.", source.train_dir, step, info.get("max_steps", "?"))
 
   def probabilities(self, image_bytes, images):
     del image_bytes

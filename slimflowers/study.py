@@ -1,4 +1,4 @@
-"""The study in one command: train several nets under the same settings, evaluate, compare.
+r"""The study in one command: train several nets under the same settings, evaluate, compare.
 
     python -m slimflowers.study --dataset_name=flowers102 --dataset_dir=data/flowers102 \
         --models=alexnet,inception_v3,resnet50,mobilenet,xception,inception_resnet \
@@ -81,6 +81,21 @@ def training_done(train_dir, max_number_of_steps=None):
   if not info.get("finished") or info.get("final_step") is None:
     return False
   return max_number_of_steps is None or int(info["final_step"]) >= max_number_of_steps
+
+
+def check_unchanged(cfg, model, train_dir):
+  """Before a finished run is skipped: the lines the trainer would warn with; StudyError with the trainer's own
+  line when this study's flags would change the run (slimflowers/run_record.py)."""
+  from slimflowers import run_record  # pylint: disable=g-import-not-at-top
+  info = run_dir.read_run_info(train_dir)
+  if run_record.is_legacy(info):
+    return [run_record.legacy_warning(train_dir)]
+  from slimflowers import train  # pylint: disable=g-import-not-at-top  (TensorFlow; only when the study runs)
+  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  try:
+    return train.preflight(train_flags.parse(train_command(cfg, model)[2:])).warnings
+  except errors.UserError as e:
+    raise StudyError(f"{model}: {e}") from e
 
 
 def final_step(train_dir):
@@ -198,6 +213,8 @@ def run_model(cfg, model, *, has_test, supervisor=None):
                             env=child_env(cfg))
 
   if training_done(train_dir, cfg.max_number_of_steps):
+    for line in check_unchanged(cfg, model, train_dir):
+      supervisor.say(f"{model}: WARNING: {line}")
     supervisor.say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})")
   else:
     supervisor.say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, "
@@ -266,6 +283,8 @@ def run_study(cfg, models, *, out=None, supervisor=None):
       raise StudyError(f"--models: {e}") from e
   has_test = "test" in dataset_splits(cfg.dataset_name, cfg.dataset_dir)
   fileio.makedirs(cfg.runs_dir)
+  # What this invocation trains (the report says so): the models whose runs were not finished before it.
+  to_train = [m for m in models if not training_done(os.path.join(cfg.runs_dir, m), cfg.max_number_of_steps)]
   supervisor.say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
                  f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
   def one(i, model):
@@ -283,7 +302,10 @@ def run_study(cfg, models, *, out=None, supervisor=None):
         run_dirs = _side_by_side(cfg, models, one, supervisor)
     finally:
       supervisor.stop()  # whatever an interrupt or error left running
-  report = compare.write_report(run_dirs, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR))
+  # The report covers every run in runs_dir, not only this invocation's --models.
+  others = [p for p in compare.runs_in(cfg.runs_dir) if fileio.abspath(p) not in {fileio.abspath(d) for d in run_dirs}]
+  report = compare.write_report(run_dirs + others, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR),
+                                trained=[os.path.join(cfg.runs_dir, m) for m in to_train])
   compare.print_report(report, supervisor.out)
   supervisor.say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}")
   return report
@@ -319,6 +341,7 @@ def define_flags():
   """The study's flags plus every trainer flag (parsed here, forwarded to the trainers)."""
   from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
   train_flags.define_flags()
+  flags.adopt_module_key_flags(train_flags)  # --help lists the trainer's flags too: the study forwards them
   flags.DEFINE_list("models", None, "Networks to train, in order (python -m nets lists them).")
   flags.DEFINE_string("runs_dir", None, "One run directory per model goes here, plus report/.")
   flags.DEFINE_integer("eval_batch_size", 50, "Evaluation batch size.")

@@ -1,4 +1,4 @@
-"""The training program: an Orbit StandardTrainer + Controller under tf.distribute.
+r"""The training program: an Orbit StandardTrainer + Controller under tf.distribute.
 
     python train_image_classifier.py --train_dir=/tmp/run --dataset_name=synthetic_flowers \
         --dataset_dir=data/synthetic_flowers --model_name=cifarnet --max_number_of_steps=100
@@ -32,9 +32,12 @@ from slimflowers import hparams
 from slimflowers import input_pipeline
 from slimflowers import locks
 from slimflowers import optim
+from slimflowers import precise_bn
 from slimflowers import preemption
 from slimflowers import preprocessing
 from slimflowers import run_dir
+from slimflowers import run_record
+from slimflowers import train_flags
 from slimflowers import trainer as trainer_lib
 
 PROGRAM = "train_image_classifier.py"
@@ -51,9 +54,10 @@ def resolve_config(cfg):
                           "(e.g. --train_dir=runs/my_run).")
   fileio.check_directory_flag("train_dir", cfg.train_dir)
   if not cfg.dataset_dir:
+    with errors.as_user_errors():
+      command = datasets.convert_command(cfg.dataset_name, f"data/{cfg.dataset_name}")
     raise errors.BadValue("--dataset_dir is required: the directory written by download_and_convert_data.py "
-                          f"(e.g. python download_and_convert_data.py --dataset_name={cfg.dataset_name} "
-                          f"--dataset_dir=data/{cfg.dataset_name}).")
+                          f"(e.g. {command}).")
   with errors.as_user_errors():
     spec = nets.get_spec(cfg.model_name)
   cfg.preprocessing_name = cfg.preprocessing_name or spec.preprocessing
@@ -148,6 +152,40 @@ def make_dataset_fn(cfg, split, start_step, num_classes):
   return dataset_fn
 
 
+def precise_bn_dataset_fn(cfg, split):
+  """PreciseBN's batches: the training split with the training preprocessing (not the evaluation's: measured
+  better, BENCHMARKS.md), a stream of its own seed, so the same batches every time; no mixup or cutmix (images
+  at test time are not mixed) and never the tf.data service (a few batches, read here)."""
+
+  def dataset_fn(ctx):
+    return input_pipeline.train_dataset(
+        split, batch_size=ctx.get_per_replica_batch_size(cfg.batch_size), image_size=cfg.train_image_size,
+        preprocessing_name=cfg.preprocessing_name, seed=cfg.seed + precise_bn.SEED_OFFSET, augment=cfg.augment,
+        random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
+        crop_area_range=preprocessing.crop_area_range(cfg), input_context=ctx)
+  return dataset_fn
+
+
+def _max_steps(cfg, num_samples):
+  return int(cfg.max_number_of_steps or math.ceil(cfg.num_epochs * num_samples / cfg.batch_size))
+
+
+def _decide(cfg, info, latest, max_steps):
+  return run_record.decide(cfg.train_dir, info, train_flags.training_values(cfg), max_steps=max_steps,
+                           latest_step=checkpoints.read_global_step(latest) if latest else None)
+
+
+def preflight(cfg):
+  """What this command (`cfg`, the unresolved flags) would do with its train_dir -- a run_record.Decision --
+  without training or writing anything; raises errors.BadValue when the train_dir refuses it. (The study
+  asks before it skips a finished run.)"""
+  cfg = resolve_config(cfg)
+  num_samples = 0 if cfg.max_number_of_steps else datasets.get_split(
+      cfg.dataset_name, cfg.dataset_split_name, cfg.dataset_dir).num_samples
+  return _decide(cfg, run_dir.read_run_info(cfg.train_dir), tf.train.latest_checkpoint(cfg.train_dir),
+                 _max_steps(cfg, num_samples))
+
+
 def check_resume_fits(latest, cfg, num_classes):
   """A train_dir holding another net or class count is an error naming both, not a Keras shape error."""
   held = checkpoints.read_model_config(latest) or {}
@@ -204,24 +242,49 @@ def _run_locked(cfg, strategy, chief, lock):
   split = datasets.get_split(cfg.dataset_name, cfg.dataset_split_name, cfg.dataset_dir)
   num_classes = split.num_classes
   steps_per_epoch = split.num_samples / cfg.batch_size
-  max_steps = int(cfg.max_number_of_steps or math.ceil(cfg.num_epochs * steps_per_epoch))
+  max_steps = _max_steps(cfg, split.num_samples)
   warn_about_image_sizes(cfg, datasets.image_sizes(cfg.dataset_dir, cfg.dataset_split_name),
                          datasets.conversion_options(cfg.dataset_dir).get("resize_to"))
 
-  # ---------------- Model, optimizer, checkpoint ----------------
+  # ---------------- What train_dir remembers: refuse a change, skip a finished run ----------------
   # The newest checkpoint that reads completely: a corrupted newer one is named and moved aside (chief).
   latest = checkpoints.newest_readable(cfg.train_dir, move_aside=chief)
   if latest:
     check_resume_fits(latest, cfg, num_classes)
+  previous = run_dir.read_run_info(cfg.train_dir)
+  decision = _decide(cfg, previous, latest, max_steps)
+  for line in decision.warnings:
+    logging.warning("%s", line)
+  if decision.action == run_record.FINISHED:  # trains no step: writes nothing
+    logging.warning("%s already finished at step %d with these flags: nothing to do, nothing written. To train it "
+                    "further, raise --max_number_of_steps above %d.", cfg.train_dir, decision.start_step,
+                    decision.start_step)
+    return previous
+
+  # ---------------- Model, optimizer, checkpoint ----------------
   trainer, model_config = build_trainer(cfg, strategy, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
                                         max_steps=max_steps)
   model, ema_model, global_step = trainer.model, trainer.ema_model, trainer.global_step
   ckpt = checkpoints.make_checkpoint(global_step=global_step, model=model, optimizer=trainer.optimizer,
                                      ema_model=ema_model, model_config=model_config)
-  manager = tf.train.CheckpointManager(
+  # The batch accuracy of the loop before each checkpoint: the evaluator compares validation with it
+  # (slimflowers/sanity.py), read from the checkpoint itself, so it never races the trainer.
+  with strategy.scope():
+    ckpt.train_accuracy = tf.Variable(-1.0, trainable=False, dtype=tf.float32, name="train_accuracy")
+  # PreciseBN before every checkpoint (slimflowers/precise_bn.py): its statistics match its weights.
+  estimator = precise_bn.Estimator(strategy, [model, ema_model], precise_bn_dataset_fn(cfg, split),
+                                   cfg.precise_bn_batches)
+
+  def before_save():
+    accuracy = trainer.last_metrics.get("accuracy")
+    if accuracy is not None and not (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):  # soft labels: not comparable
+      ckpt.train_accuracy.assign(accuracy)
+    estimator()
+
+  manager = trainer_lib.CheckpointSaver(
       # A non-chief's checkpoints only keep the collectives in step and are deleted at the end: keep one.
       ckpt, ckpt_dir, max_to_keep=cfg.max_checkpoints_to_keep if chief else 1, checkpoint_name="ckpt",
-      step_counter=global_step,
+      step_counter=global_step, before_save=before_save,
       # Orbit saves only when an interval is set; time-based saves come from an action below.
       checkpoint_interval=cfg.save_interval_steps or 10**12)
   summary_dir = os.path.join(cfg.train_dir, run_dir.TRAIN_SUBDIR)
@@ -237,12 +300,14 @@ def _run_locked(cfg, strategy, chief, lock):
     with strategy.scope():  # as Orbit restores on the chief: same variable creations, same collectives
       ckpt.restore(latest)
   controller = orbit.Controller(
-      global_step=global_step, trainer=trainer, strategy=strategy, steps_per_loop=cfg.steps_per_loop,
+      global_step=global_step, trainer=trainer, strategy=strategy,
+      steps_per_loop=trainer_lib.steps_per_loop(cfg.steps_per_loop, cfg.save_interval_steps),
       checkpoint_manager=manager, summary_dir=None, train_actions=actions)
   if latest:
-    logging.warning("RESUMING from %s (step %d): a checkpoint in train_dir wins; --checkpoint_path=%s is ignored.",
-                    latest, int(global_step.numpy()), cfg.checkpoint_path)
-    source = latest
+    given = f" over --checkpoint_path={cfg.checkpoint_path}" if cfg.checkpoint_path else ""
+    logging.warning("RESUMING from %s (step %d): a checkpoint in train_dir wins%s.", latest,
+                    int(global_step.numpy()), given)
+    source = previous.get("initialized_from", latest)
   elif cfg.checkpoint_path:
     with errors.as_user_errors():
       source = checkpoints.restore_for_fine_tuning(
@@ -258,17 +323,28 @@ def _run_locked(cfg, strategy, chief, lock):
       ema_model.set_weights(model.get_weights())
     logging.warning("RANDOM INIT: no checkpoint in %s and no --checkpoint_path.", cfg.train_dir)
 
-  # ---------------- Run metadata ----------------
+  # ---------------- Run metadata (slimflowers/run_record.py says what may be written) ----------------
   start_step = int(global_step.numpy())
-  previous = run_dir.read_run_info(cfg.train_dir) if start_step > 0 else {}
   run_info = _run_info(cfg, split, model, trainer.train_variables, num_replicas, max_steps, source)
-  # Time already spent by earlier (killed) processes of this run carries over.
-  for k in ("timed_steps", "timed_secs", "train_wall_secs"):
-    run_info[k] = previous.get(k, 0)
+  run_info.update({"timed_steps": 0, "timed_secs": 0, "train_wall_secs": 0, "precise_bn_secs": 0.0})
+  if decision.action == run_record.NEW:
+    if chief:
+      run_dir.write_flags(cfg.train_dir, vars(cfg))
+    run_info.update(run_record.new_record(train_flags.training_values(cfg), run_record.flags_txt_sha256(cfg.train_dir)))
+  else:
+    # Time already spent by earlier (killed) processes of this run carries over, and the record stays.
+    run_info.update(run_record.carried_over(previous))
+  if decision.action == run_record.EXTEND:
+    run_info["continuations"] = list(run_info.get("continuations", [])) + [decision.continuation]
+    logging.warning("CONTINUING %s from step %d to step %d (it was trained for %d steps); recorded in %s.",
+                    cfg.train_dir, start_step, max_steps, decision.continuation["max_steps"][0], run_dir.RUN_INFO)
+    if chief and decision.write_flags_txt:
+      run_dir.write_flags(cfg.train_dir, vars(cfg))
+      run_info["flags_txt_sha256"] = run_record.flags_txt_sha256(cfg.train_dir)
   if chief:
-    run_dir.write_flags(cfg.train_dir, vars(cfg))
     run_dir.write_run_info(cfg.train_dir, run_info)
-    hparams.log_hparams(cfg.train_dir, _hparams(cfg, num_replicas), metrics=["accuracy", "total_loss"])
+    if decision.action == run_record.NEW:
+      hparams.log_hparams(cfg.train_dir, _hparams(cfg, num_replicas), metrics=["accuracy", "total_loss"])
     if start_step == 0:
       _write_image_summary(writer, split, cfg)
 
@@ -294,6 +370,7 @@ def _run_locked(cfg, strategy, chief, lock):
         manager.save(checkpoint_number=start_step, check_interval=False)
   except preemption.Preempted:
     _record_time(run_info, trainer, cfg, wall_start)  # the next process adds its own time to this
+    run_info["precise_bn_secs"] = run_info.get("precise_bn_secs", 0.0) + estimator.secs
     if chief:
       run_dir.write_run_info(cfg.train_dir, run_info)
     raise
@@ -304,9 +381,13 @@ def _run_locked(cfg, strategy, chief, lock):
     if not chief:
       fileio.rmtree(ckpt_dir)
 
-  # ---------------- Done ----------------
+  # ---------------- Done: `finished` with the final checkpoint, then the rest ----------------
   _record_time(run_info, trainer, cfg, wall_start)
-  run_info.update({"final_step": int(global_step.numpy()), "finished": True, "gflops": _gflops(cfg, model)})
+  run_info.update({"final_step": int(global_step.numpy()), "finished": True})
+  run_info["precise_bn_secs"] = run_info.get("precise_bn_secs", 0.0) + estimator.secs
+  if chief:
+    run_dir.write_run_info(cfg.train_dir, run_info)
+  run_info["gflops"] = _gflops(cfg, model)
   if chief:
     run_dir.write_run_info(cfg.train_dir, run_info)
   logging.info("Finished at step %d.%s", run_info["final_step"],
@@ -385,11 +466,12 @@ def _write_image_summary(writer, split, cfg):
 
 
 def _hparams(cfg, num_replicas):
+  """The run's HParams, what a reader compares first first (the HPARAMS tab keeps this order)."""
   return {
-      "model": nets.get_spec(cfg.model_name).name, "dataset": cfg.dataset_name,
-      "image_size": cfg.train_image_size, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
-      "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type,
-      "weight_decay": cfg.weight_decay, "preprocessing": cfg.preprocessing_name, "augment": cfg.augment,
+      "model": nets.get_spec(cfg.model_name).name, "image_size": cfg.train_image_size, "optimizer": cfg.optimizer,
+      "learning_rate": cfg.learning_rate, "lr_schedule": cfg.learning_rate_decay_type, "batch_size": cfg.batch_size,
+      "dataset": cfg.dataset_name, "weight_decay": cfg.weight_decay, "preprocessing": cfg.preprocessing_name,
+      "augment": cfg.augment,
       "color_distortion": cfg.color_distortion, "random_flip": bool(cfg.random_flip),
       "crop_area_range": ",".join(f"{v:g}" for v in preprocessing.crop_area_range(cfg)),
       "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,

@@ -9,6 +9,7 @@ resolved values are written to TRAIN_DIR/flags.txt. The set of flags that
 describe a run is whatever this module defines (`flag_names()`): nothing to
 keep in sync by hand.
 """
+import copy
 import sys
 import types
 
@@ -18,6 +19,20 @@ from slimflowers import devices
 from slimflowers import input_pipeline
 from slimflowers import optim
 from slimflowers import preprocessing
+
+
+# PreciseBN's batches per checkpoint: the fewest within one point of 200 batches on both measured folders
+# (BENCHMARKS.md, "Batch-norm statistics": 20 batches were 1.3 points short on the digits).
+PRECISE_BN_BATCHES = 50
+
+# Flags that do not change what is trained -- logging and summaries, checkpoint cadence, devices, where the
+# input pipeline runs -- so a run may be resumed with other values. Every other flag changes the training: a
+# train_dir refuses a command that changes one (slimflowers/run_record.py). A new flag changes the training
+# unless it is added here.
+BOOKKEEPING_FLAGS = ("train_dir", "log_every_n_steps", "save_summaries_steps", "save_interval_steps",
+                     "save_interval_secs", "max_checkpoints_to_keep", "steps_per_loop", "num_gpus",
+                     "num_cpu_replicas", "jit_compile", "tf_data_service", "tf_data_service_timeout_secs",
+                     "decoded_cache_mb")
 
 
 def define_flags():
@@ -81,8 +96,14 @@ def define_flags():
   flags.DEFINE_bool("aux_logits", None, "Switch on the net's auxiliary head (Inception-v3); its loss weighs 0.4.")
   flags.DEFINE_float("dropout_rate", None, "Override the net's head dropout rate.")
   flags.DEFINE_float("batch_norm_momentum", None, "Override the net's batch-norm momentum (TF-Slim's "
-                     "batch_norm_decay); lower (0.9) makes the moving statistics usable after fewer steps.")
+                     "batch_norm_decay). It shapes only the moving averages between checkpoints: every checkpoint's "
+                     "statistics are re-estimated (--precise_bn_batches), and training normalizes with each batch's "
+                     "own statistics whatever the momentum.")
   flags.DEFINE_float("batch_norm_epsilon", None, "Override the net's batch-norm epsilon.")
+  flags.DEFINE_integer("precise_bn_batches", PRECISE_BN_BATCHES, "Before every checkpoint, re-estimate the batch-norm "
+                       "statistics with the current weights over this many training batches (PreciseBN; "
+                       "slimflowers/precise_bn.py), so evaluation, export and predict use statistics that match the "
+                       "weights. 0: off (Keras' moving averages, which lag the weights in short runs).", lower_bound=0)
   # Devices.
   flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU).")
   flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -112,6 +133,30 @@ def flag_names():
 def from_flags():
   """The parsed values of every training flag, as a namespace."""
   return types.SimpleNamespace(**{name: flags.FLAGS[name].value for name in flag_names()})
+
+
+def parse(args):
+  """The values of every training flag for the command-line arguments `args` ("--name=value", ...), parsed as
+  the trainer would parse them, without touching absl's global FLAGS."""
+  values = flags.FlagValues()
+  for name in flag_names():
+    values[name] = copy.deepcopy(flags.FLAGS[name])
+  values(["train_image_classifier.py"] + list(args))
+  return types.SimpleNamespace(**{name: values[name].value for name in flag_names()})
+
+
+def spell(value):
+  """A flag value as flags.txt and the run's record spell it: None, "True"/"False", "a,b" for lists, str()."""
+  if value is None:
+    return None
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value)
+
+
+def training_values(cfg):
+  """{name: spelled value} of the flags that change the training (all but BOOKKEEPING_FLAGS), from `cfg`."""
+  return {name: spell(getattr(cfg, name)) for name in flag_names() if name not in BOOKKEEPING_FLAGS}
 
 
 def config(**overrides):

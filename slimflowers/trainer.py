@@ -188,6 +188,41 @@ class ClassifierTrainer(orbit.StandardTrainer):
 # Orbit actions: run after every loop of steps
 
 
+class CheckpointSaver(tf.train.CheckpointManager):
+  """A tf.train.CheckpointManager whose interval saves fall on multiples of the interval, and that calls
+  `before_save()` (PreciseBN, the recent batch accuracy) before every checkpoint it writes.
+
+  Every save goes through here -- Orbit's interval and final saves, TimeBasedSaver's, the preemption
+  save -- so every checkpoint holds statistics of its own weights. TensorFlow's own manager saves
+  `interval` steps after the last save, and always at the first loop after a (re)start: with loops of
+  10 steps and an interval of 25 that is steps 10, 40, 70. Here: 25, 50, 75 (train.py makes loops
+  end there, see `steps_per_loop`).
+  """
+
+  def __init__(self, checkpoint, directory, *, step_counter, before_save=None, **kwargs):
+    super().__init__(checkpoint, directory, step_counter=step_counter, **kwargs)
+    self.step_counter = step_counter
+    self.before_save = before_save
+
+  def save(self, checkpoint_number=None, check_interval=True, options=None):
+    step = int(self.step_counter.numpy())
+    if check_interval and (not self.checkpoint_interval or step % self.checkpoint_interval):
+      return None
+    latest = self.latest_checkpoint
+    if latest is not None and int(latest.rsplit("-", 1)[-1]) == step:
+      return None  # this step is saved already
+    if self.before_save is not None:
+      self.before_save()
+    return super().save(checkpoint_number=checkpoint_number, check_interval=False, options=options)
+
+
+def steps_per_loop(steps, save_interval_steps):
+  """Orbit's steps_per_loop: loops of `steps`, cut short so that one ends on every multiple of the save interval."""
+  if not save_interval_steps:
+    return steps
+  return lambda step: max(1, min(steps, save_interval_steps - int(step) % save_interval_steps))
+
+
 class TimeBasedSaver:
   """Saves a checkpoint when `interval_secs` have passed since the last save."""
 

@@ -165,3 +165,24 @@ def test_cli_prints_the_table(runs, tmp_path):
   assert os.path.join(out, "accuracy_vs_params.png") in result.stdout
   with open(os.path.join(out, "results.csv")) as f:
     assert f.read() == EXPECTED_CSV
+
+
+def test_a_run_at_chance_is_marked_and_has_no_best(runs, tmp_path):
+  """The evaluator's check (slimflowers/sanity.py) travels with each result; a run at chance shows no best."""
+  _, a, _ = runs
+  c = str(tmp_path / "chance")
+  os.makedirs(os.path.join(c, "eval_validation"))
+  with open(os.path.join(c, "run_info.json"), "w") as f:
+    json.dump({"model_name": "mobilenet_v1_025", "dataset_name": "digits", "final_step": 400, "finished": True}, f)
+  at_chance = {"at_chance": True, "below_training": True, "accuracy": 0.078, "train_accuracy": 0.45, "chance": 0.1}
+  _write_jsonl(os.path.join(c, "eval_validation", "results.jsonl"),
+               [{**_eval_row(200, 0.09), "sanity": at_chance}, {**_eval_row(400, 0.078), "sanity": at_chance}])
+  report = compare.write_report([a, c], str(tmp_path / "report"))
+  row = {r["run"]: r for r in report.rows}["chance"]
+  assert row["best_val_accuracy"] is None and row["best_val_step"] is None
+  assert row["final_val_accuracy"] == pytest.approx(0.078) and row["status"] == "NOT LEARNING: at chance"
+  assert {r["run"]: r for r in report.rows}["cifarnet"]["status"] == ""
+  assert report.markdown_table.splitlines()[0].split("|")[-2].strip() == "warning"
+  with open(os.path.join(str(tmp_path / "report"), "results.md")) as f:
+    md = f.read()
+  assert "**Runs whose numbers are not results**" in md and "`chance`: NOT LEARNING: at chance" in md

@@ -176,10 +176,16 @@ def odd_folder(tmp_path):
   return str(root), files
 
 
-def test_folder_converts_odd_files_and_skips_broken_ones(tmp_path, odd_folder):
+def test_folder_converts_odd_files_and_skips_broken_ones(tmp_path, odd_folder, caplog):
   root, files = odd_folder
   out = str(tmp_path / "out")
-  meta = datasets.convert("folder", out, source=root, validation_size=0, num_workers=1)
+  with caplog.at_level("INFO"):
+    meta = datasets.convert("folder", out, source=root, validation_size=0, num_workers=1)
+  # What the conversion announces is what it writes: files first, then the images written.
+  lines = [r.getMessage() for r in caplog.records]
+  assert any(m.startswith(f"Converting folder: {len(files)} files (train {len(files)})") for m in lines), lines
+  assert any(m.startswith(f"Wrote {out}: train {len(files) - 3} images (3 of the {len(files)} files skipped)")
+             for m in lines), lines
   assert meta["class_names"] == ["cats", "dogs", "owls"]
   skipped = {s["file"]: s["reason"] for s in meta["skipped"]}
   assert set(skipped) == {"dogs/truncated.jpg", "owls/notes.txt", "owls/empty.jpg"}
@@ -250,6 +256,8 @@ def test_get_split_errors_say_what_exists_and_what_to_run(tmp_path, odd_folder):
   with pytest.raises(FileNotFoundError, match=r"(?s)does not exist.*download_and_convert_data.py --dataset_name=flowers "
                      r"--dataset_dir=" + missing):
     datasets.get_split("flowers", "train", missing)
+  with pytest.raises(FileNotFoundError, match=r"--dataset_name=folder --dataset_dir=\S+ --source=YOUR_PHOTOS_DIR"):
+    datasets.get_split("folder", "train", missing)  # the command that fixes it must work as printed
   with pytest.raises(FileNotFoundError, match="conversion incomplete, re-run download_and_convert_data.py"):
     datasets.get_split("flowers", "train", str(tmp_path))
   root, _ = odd_folder

@@ -8,6 +8,7 @@ images are one-hot patterns of their label, so the "oracle" kernel scores 100 %.
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -157,8 +158,12 @@ def test_resolve_checkpoint(tmp_path):
   assert checkpoints.resolve_checkpoint(first + ".index") == first
   assert checkpoints.list_checkpoints(str(tmp_path / "train")) == [first, last]
   (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match="without checkpoints.*--continuous"):
+  with pytest.raises(FileNotFoundError, match="without checkpoints") as e:
     checkpoints.resolve_checkpoint(str(tmp_path / "empty"))
+  assert "--continuous" not in str(e.value)  # predict and export read checkpoints too: an evaluator's flag is not
+  with pytest.raises(FileNotFoundError, match="without checkpoints.*Or add --continuous"):  # theirs to suggest
+    evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(tmp_path / "empty"), dataset_name="folder",
+                 dataset_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="ckpt-99"):
     checkpoints.resolve_checkpoint(str(tmp_path / "train" / "ckpt-99"))
   assert checkpoints.read_global_step(last) == 20
@@ -385,15 +390,19 @@ def _eval_cmd(checkpoint_path, dataset_dir, *extra):
           f"--dataset_dir={dataset_dir}", "--model_name=cifarnet", "--num_gpus=0", *extra]
 
 
-def _save_cifarnet(train_dir, num_classes, step):
-  """A checkpoint with the trainer's object graph (random cifarnet weights)."""
+def _save_cifarnet(train_dir, num_classes, step, *, zeros=False, train_accuracy=None):
+  """A checkpoint with the trainer's object graph (random cifarnet weights; all zeros: always class 0)."""
   import nets  # pylint: disable=g-import-not-at-top
   from slimflowers import checkpoints  # pylint: disable=g-import-not-at-top
   model = nets.get_model("cifarnet", num_classes)
+  if zeros:
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
   optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
   optimizer.build(model.trainable_variables)
   ckpt = checkpoints.make_checkpoint(global_step=tf.Variable(step, dtype=tf.int64), model=model,
                                      optimizer=optimizer)
+  if train_accuracy is not None:
+    ckpt.train_accuracy = tf.Variable(train_accuracy)
   tf.train.CheckpointManager(ckpt, str(train_dir), max_to_keep=5, checkpoint_name="ckpt").save(
       checkpoint_number=step)
   return model
@@ -434,7 +443,8 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
   assert [line.split()[0] for line in predictions] == first_files
   names = set(split.labels_to_names.values())
   assert all(line.split("true=")[1].split()[0] in names for line in predictions)
-  assert os.path.exists(train_dir / "eval_validation" / "best" / "best.json")
+  # An untrained net: at chance on this split, so no best/ (a chance-level checkpoint is never "best").
+  assert result["sanity"]["at_chance"] == (not os.path.exists(train_dir / "eval_validation" / "best" / "best.json"))
   assert not os.path.exists(train_dir / "flags.txt")
 
 
@@ -463,15 +473,16 @@ def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
   max_steps = 240
   log = tmp_path / "eval.log"
   with open(log, "w") as log_file:  # the project's lines (stdout) and the rest (stderr), as a user's terminal
-    evaluator = subprocess.Popen(
-        _eval_cmd(train_dir, real_data, "--continuous", "--eval_interval_secs=0.2", "--eval_timeout_secs=240",
-                  "--batch_size=4"), cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-  # The trainer starts once the evaluator watches (it waits for train_dir to appear), so the
-  # evaluator is there for the early checkpoints even on a fast machine.
+    # As the README's two terminals: no --model_name, the evaluator learns it from the run once it appears.
+    cmd = [arg for arg in _eval_cmd(train_dir, real_data, "--continuous", "--eval_interval_secs=0.2",
+                                    "--eval_timeout_secs=240", "--batch_size=4") if arg != "--model_name=cifarnet"]
+    evaluator = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+  # The trainer starts once the evaluator waits for the run to appear (the README's two terminals, the
+  # evaluator first), so the evaluator is there for the early checkpoints even on a fast machine.
   deadline = time.time() + 120
-  while "Watching" not in log.read_text() and evaluator.poll() is None and time.time() < deadline:
+  while "for a training run to appear" not in log.read_text() and evaluator.poll() is None and time.time() < deadline:
     time.sleep(0.1)
-  assert "Watching" in log.read_text(), log.read_text()[-4000:]
+  assert "for a training run to appear" in log.read_text(), log.read_text()[-4000:]
   trainer = subprocess.run(
       [sys.executable, TRAIN_SCRIPT, f"--train_dir={train_dir}", f"--dataset_dir={real_data}",
        "--dataset_name=folder", "--model_name=cifarnet", "--batch_size=8", "--optimizer=momentum",
@@ -500,3 +511,120 @@ def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
   assert best["metrics"]["accuracy"] == max(accuracies.values())
   assert best["step"] == min(s for s, a in accuracies.items() if a == best["metrics"]["accuracy"])
   assert f"step {max_steps}: accuracy=" in out
+
+
+def test_a_result_at_chance_or_far_below_training_is_called_out_and_never_best(real_data, tmp_path, caplog):
+  """An untrained net (it answers class 0: 3 of 9, the chance level) whose trainer saw 95 % batch accuracy."""
+  train_dir = tmp_path / "train"
+  _save_cifarnet(train_dir, 3, step=5, zeros=True, train_accuracy=0.95)
+  with caplog.at_level("WARNING"):
+    (result,) = evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
+                             dataset_dir=real_data, model_name="cifarnet", batch_size=4)
+  check = result["sanity"]
+  assert check["at_chance"] and check["below_training"] and check["train_accuracy"] == pytest.approx(0.95)
+  assert check["uniform_chance"] == pytest.approx(1 / 3) and check["most_predicted_share"] == 1.0
+  assert check["accuracy"] <= check["chance"] == max(1 / 3, check["majority_share"])
+  (line,) = [r.getMessage() for r in caplog.records if "no better than chance" in r.getMessage()]
+  assert f"validation accuracy {100 * check['accuracy']:.1f} % at step 5" in line
+  assert "training batches reached 95.0 %" in line
+  assert "Likely causes: batch-norm statistics" in line and "--learning_rate" in line
+  assert run_dir.read_results(str(train_dir / "eval_validation"))[0]["sanity"]["at_chance"]
+  assert not (train_dir / "eval_validation" / "best").exists() or not os.listdir(
+      train_dir / "eval_validation" / "best")  # a chance-level checkpoint is never "best"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset_with_test, tmp_path_factory):
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  run = tmp_path_factory.mktemp("finished") / "run"
+  tiny_data.train(run, tiny_dataset_with_test, max_number_of_steps=4, save_interval_steps=2)
+  return run, tiny_dataset_with_test
+
+
+def _evaluate_continuously(run, data, **kwargs):
+  return evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(run), dataset_name="folder",
+                      dataset_dir=data, batch_size=3, continuous=True, eval_interval_secs=0.02,
+                      final_eval_splits=["test"], **kwargs)
+
+
+def test_final_splits_wait_for_a_trainer_that_says_finished_after_its_final_checkpoint(
+    finished_run, tmp_path, monkeypatch):
+  """The race of issue 20, made deterministic: the run says `finished` only on the twentieth look at run_info.json
+  after the evaluator recorded the final step (as a trainer still busy after its last save)."""
+  run, data = finished_run
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  eval_dir = str(copy / "eval_validation")
+  real = run_dir.read_run_info
+  looks = []
+
+  def trainer_busy_after_its_last_save(train_dir, strict=False):
+    info = dict(real(train_dir, strict))
+    if os.path.normpath(str(train_dir)) == os.path.normpath(str(copy)):
+      if 4 in run_dir.evaluated_steps(eval_dir):
+        looks.append(1)
+      if len(looks) < 20:
+        info["finished"] = False
+        info.pop("final_step", None)
+    return info
+  monkeypatch.setattr(run_dir, "read_run_info", trainer_busy_after_its_last_save)
+  _evaluate_continuously(copy, data, eval_timeout_secs=60)
+  assert len(looks) >= 20
+  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [4]
+  best = run_dir.read_best(eval_dir).get("step")
+  if best is not None:  # no best/ when every checkpoint was at chance
+    assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test_best"))] == [best]
+
+
+def test_final_splits_never_silently_do_nothing(finished_run, tmp_path, caplog):
+  run, data = finished_run
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  info = json.loads((copy / "run_info.json").read_text())
+  info.update(finished=False, max_steps=8)
+  del info["final_step"]
+  (copy / "run_info.json").write_text(json.dumps(info))
+  with caplog.at_level("WARNING"):
+    _evaluate_continuously(copy, data, eval_timeout_secs=0.3, dataset_split_name="validation")
+  lines = [r.getMessage() for r in caplog.records]
+  assert any("--final_eval_splits=test not evaluated: the run in" in m and "has not finished (its newest checkpoint "
+             "is step 4 of 8 steps)" in m for m in lines), lines
+  assert not (copy / "eval_test").exists()
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(copy), dataset_name="folder", dataset_dir=data,
+                 batch_size=3, final_eval_splits=["validation", "test"])
+  lines = [r.getMessage() for r in caplog.records]
+  assert any("validation is the split this evaluator evaluates already" in m for m in lines), lines
+  assert any("evaluating ckpt-4, the checkpoint given, which is not the final checkpoint" in m for m in lines), lines
+  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [4]
+
+
+def test_a_continuous_evaluator_waits_for_its_run_to_appear(tmp_path):
+  """Started before its trainer: it waits (bounded) for run_info.json instead of failing."""
+  clock = [0.0]
+
+  def sleep(secs):
+    clock[0] += secs
+    if clock[0] >= 3:
+      fileio.write_json_atomic(str(tmp_path / "run_info.json"), {"model_name": "cifarnet"})
+  info = eval_watch.wait_for_run(str(tmp_path), timeout_secs=10, interval_secs=1, sleep=sleep, clock=lambda: clock[0])
+  assert info == {"model_name": "cifarnet"} and clock[0] == 3
+  assert eval_watch.wait_for_run(str(tmp_path / "never"), timeout_secs=5, interval_secs=1, sleep=sleep,
+                                 clock=lambda: clock[0]) == {}
+  assert clock[0] == 8  # gave up after its timeout
+
+
+def test_the_wrong_dataset_for_a_checkpoint_is_an_error_naming_both(real_data, tmp_path):
+  from slimflowers import errors  # pylint: disable=g-import-not-at-top
+  train_dir = tmp_path / "train"
+  _save_cifarnet(train_dir, 5, step=1)
+  fileio.write_json_atomic(str(train_dir / "run_info.json"), {
+      "model_name": "cifarnet", "num_classes": 5, "dataset_name": "synthetic_flowers",
+      "dataset_dir": "data/synthetic_flowers", "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"]})
+  with pytest.raises(errors.BadValue, match=(r"was trained on synthetic_flowers \(5 classes, data/synthetic_flowers\), "
+                                             r"but --dataset_name=folder --dataset_dir=\S+ holds folder with 3 "
+                                             r"classes\. Pass the run's dataset: --dataset_name=synthetic_flowers "
+                                             r"--dataset_dir=data/synthetic_flowers\.$")):
+    evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
+                 dataset_dir=real_data)

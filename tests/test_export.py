@@ -393,6 +393,23 @@ def test_without_dataset_dir_int8_and_verification_are_skipped(run, tmp_path, ca
   assert open(os.path.join(out, "labels.txt")).read() == "0:class_0\n1:class_1\n2:class_2\n"
 
 
+def test_the_export_of_a_checkpoint_at_chance_warns_loudly(run, data, tmp_path, caplog):
+  """A net that answers one class for every image (all weights zero): exported, checked, and called out."""
+  from slimflowers import checkpoints  # pylint: disable=g-import-not-at-top
+  from slimflowers import export  # pylint: disable=g-import-not-at-top
+  prefix = tf.train.latest_checkpoint(run)
+  model = nets.get_model("cifarnet", 3)
+  model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+  checkpoints.make_checkpoint(global_step=tf.Variable(7, dtype=tf.int64), model=model,
+                              model_config=checkpoints.read_model_config(prefix)).write(str(tmp_path / "ckpt-7"))
+  with caplog.at_level("WARNING"):
+    report = export.export_run(str(tmp_path / "ckpt-7"), str(tmp_path / "out"), dataset_dir=data,
+                               formats=("tflite",), quantize=("float32",), batch_size=8)
+  assert report["artifacts"][0]["sanity"]["at_chance"]
+  (line,) = [r.getMessage() for r in caplog.records if "THIS EXPORTED MODEL DOES NOT WORK" in r.getMessage()]
+  assert "is no better than chance" in line and "Likely causes" in line
+
+
 def test_a_directory_that_is_not_an_export_is_never_replaced(run, tmp_path):
   (tmp_path / "precious.txt").write_text("keep me")
   with pytest.raises(errors.BadValue, match="is not an export"):

@@ -27,10 +27,11 @@ def _hparams_summaries(logdir):
 
 
 def _session_values(data):
+  """{plain name: value}: the stored names are "NN_name" (slimflowers.hparams.tensorboard_key)."""
   out = {}
   for name, v in data.session_start_info.hparams.items():
     kind = v.WhichOneof("kind")
-    out[name] = getattr(v, kind)
+    out[name.split("_", 1)[1]] = getattr(v, kind)
   return out
 
 
@@ -48,12 +49,17 @@ def test_log_hparams_writes_experiment_and_session(tmp_path):
   assert metadata.EXPERIMENT_TAG in found and metadata.SESSION_START_INFO_TAG in found
 
   experiment = found[metadata.EXPERIMENT_TAG].experiment
-  assert sorted(h.name for h in experiment.hparam_infos) == sorted(logged)
+  # Stored in the order given (TensorBoard sorts by the stored name), shown under the plain name.
+  assert [h.display_name for h in experiment.hparam_infos] == list(logged)
+  assert [h.name for h in experiment.hparam_infos] == sorted(h.name for h in experiment.hparam_infos)
+  assert experiment.hparam_infos[0].name == "00_model"
   metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
   assert ("eval_validation", "accuracy") in metrics
   assert ("train", "total_loss") in metrics
 
   values = _session_values(found[metadata.SESSION_START_INFO_TAG])
+  # The trial's name: the run directory's name and its parent's (readable, distinct across studies).
+  assert found[metadata.SESSION_START_INFO_TAG].session_start_info.group_name == f"run ({tmp_path.name})"
   assert values["model"] == "cifarnet"
   assert values["image_size"] == 64
   assert values["batch_size"] == 32

@@ -113,11 +113,8 @@ def test_mean_per_class_accuracy_is_over_present_classes():
     metrics.summarize(np.zeros([3, 3]), 0, 0.0)
 
 
-def test_confusion_image_is_row_normalized_heatmap():
-  image = metrics.confusion_image(np.array([[9, 1], [0, 0]]), max_size=8).numpy()
-  assert image.shape == (1, 8, 8, 3) and image.dtype == np.uint8
-  assert image[0, 0, 0, 0] < image[0, 0, 7, 0] < 255  # 0.9 darker than 0.1
-  assert (image[0, 4:, :, :] == 255).all()  # an absent class's row stays white
+def test_confusion_colours_are_row_shares():
+  np.testing.assert_allclose(metrics.row_shares(np.array([[9, 1], [0, 0]])), [[0.9, 0.1], [0.0, 0.0]])
 
 
 # --- exact evaluation through tf.distribute -----------------------------------
@@ -145,3 +142,18 @@ def test_two_replicas_match_numpy():
     exact_eval.ExactEvaluator(tiny_model(3), padded_batches(*tiny_split(3), 5), strategy, num_classes=3,
                               global_batch_size=5)
   assert "--batch_size=5 is not divisible by the 2 replicas" in str(e.value) and "--batch_size=6" in str(e.value)
+
+
+@pytest.mark.parametrize("num_classes", [3, 25])
+def test_confusion_image_is_an_rgb_figure_with_room_for_names_and_a_legend(num_classes):
+  confusion = np.eye(num_classes, dtype=np.int64) * 4
+  confusion[0, 1] = 2
+  confusion[-1] = 0  # a class absent from the split: an empty row, no division by zero
+  image = metrics.confusion_image(confusion, [f"class name {i}" for i in range(num_classes)], title="validation, "
+                                  "step 7").numpy()
+  assert image.dtype == np.uint8 and image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
+  height, width = image.shape[1:3]
+  assert 300 < width < 1400 and 300 < height < 1600
+  assert (image.std(axis=(0, 1, 2)) > 10).all()  # a figure, not a blank
+  if num_classes > metrics.CONFUSION_NAMED_CLASSES:  # the legend of numbers and names goes below the matrix
+    assert height > width

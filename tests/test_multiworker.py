@@ -122,7 +122,8 @@ def _train_two_workers(train_dir, dataset_dir, log_dir, steps, reference_dir=Non
     env = dict(os.environ, TMPDIR=str(worker_tmp),
                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
     logs.append(log_dir / f"worker{index}.log")
-    procs.append(_start(train_dir, dataset_dir, logs[-1], f"--max_number_of_steps={steps}", env=env))
+    procs.append(_start(train_dir, dataset_dir, logs[-1], f"--max_number_of_steps={steps}", "--save_interval_steps=2",
+                        env=env))
   if reference_dir is not None:  # independent of the workers: run beside them to save wall time
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     logs.append(log_dir / "single.log")

@@ -164,6 +164,21 @@ def test_no_classifiable_file_is_an_error(run, inputs):
   assert predict.NothingClassified.exit_code != 0
 
 
+def test_a_run_that_has_not_finished_says_so(run, tmp_path, caplog):
+  import shutil  # pylint: disable=g-import-not-at-top
+  unfinished = tmp_path / "unfinished"
+  shutil.copytree(run["train_dir"], unfinished)
+  info = json.loads((unfinished / "run_info.json").read_text())
+  (unfinished / "run_info.json").write_text(json.dumps({**info, "finished": False, "max_steps": 40}))
+  with caplog.at_level("WARNING"):
+    predict.load_predictor(str(unfinished))
+  (line,) = [r.getMessage() for r in caplog.records if "has not finished training" in r.getMessage()]
+  assert "its checkpoint at step 20 of 40, not from its final model" in line
+  caplog.clear()
+  predict.load_predictor(run["train_dir"])
+  assert not [r for r in caplog.records if "has not finished" in r.getMessage()]
+
+
 def test_paths_globs_and_bad_models(run, inputs, tmp_path):
   folder, _ = inputs
   assert predict.list_files([os.path.join(folder, "*.png")]) == [os.path.join(folder, "b.png")]
@@ -172,6 +187,9 @@ def test_paths_globs_and_bad_models(run, inputs, tmp_path):
     predict.list_files([str(tmp_path / "empty")])
   with pytest.raises(errors.NotFound, match="not an export directory.*not a .tflite file"):
     predict.load_predictor(str(tmp_path / "nowhere"))
+  with pytest.raises(errors.NotFound, match="without checkpoints") as e:
+    predict.load_predictor(str(tmp_path / "empty"))
+  assert "--continuous" not in str(e.value)  # the evaluator's flag, not predict's
   with pytest.raises(errors.BadValue, match="--use_ema applies to checkpoints only"):
     predict.load_predictor(run["export_dir"], use_ema=True)
   with pytest.raises(errors.BadValue, match=r"\.csv or \.jsonl"):

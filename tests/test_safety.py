@@ -866,10 +866,12 @@ def _eval_model():
 
 
 def _kernel(kind):
-  """The logits kernel for a known accuracy: "oracle" 1.0, "zeros" 0.2 (always class 0)."""
+  """The logits kernel for a known accuracy: "oracle" 1.0, "half" 0.6 (three classes of five right; learning, but
+  worse), "zeros" 0.2 (always class 0: chance, never a best)."""
   k = np.zeros([EVAL_SIDE * EVAL_SIDE * 3, EVAL_CLASSES], np.float32)
-  if kind == "oracle":
-    k[np.arange(EVAL_CLASSES), np.arange(EVAL_CLASSES)] = 5.0
+  if kind in ("oracle", "half"):
+    right = EVAL_CLASSES if kind == "oracle" else 3
+    k[np.arange(right), np.arange(right)] = 5.0
   return k
 
 
@@ -957,7 +959,7 @@ def test_evaluator_killed_between_best_and_results_keeps_best_and_reevaluates(tm
 @pytest.mark.parametrize("layout", ["best_behind", "no_best"])
 def test_best_is_rederived_on_start_when_results_know_a_better_step(tmp_path, evaluator, layout):
   """results.jsonl holds a better step than best.json (or there is no best/ at all, an old layout)."""
-  prefixes = _save_checkpoints(str(tmp_path / "train"), {1: "zeros", 2: "oracle", 3: "zeros"})
+  prefixes = _save_checkpoints(str(tmp_path / "train"), {1: "half", 2: "oracle", 3: "half"})
   eval_dir = str(tmp_path / "train" / "eval_validation")
   if layout == "best_behind":  # best/ kept step 1; step 2 was recorded by a writer without best/
     outputs = eval_outputs.Outputs(eval_dir)
@@ -976,7 +978,7 @@ def test_best_is_rederived_on_start_when_results_know_a_better_step(tmp_path, ev
 
 
 def test_best_stays_when_the_better_checkpoint_of_results_is_gone(tmp_path, evaluator):
-  prefixes = _save_checkpoints(str(tmp_path / "train"), {1: "zeros", 2: "oracle"})
+  prefixes = _save_checkpoints(str(tmp_path / "train"), {1: "half", 2: "oracle"})
   eval_dir = str(tmp_path / "train" / "eval_validation")
   outputs = eval_outputs.Outputs(eval_dir)
   _evaluate(prefixes[1], evaluator, outputs)

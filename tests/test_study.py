@@ -102,6 +102,11 @@ def test_study_owned_flags_are_refused():
   assert "--train_dir is set by the study" in result.stderr + result.stdout
 
 
+def _not_learning(run):
+  """True when every validation result of the run is at chance (slimflowers/sanity.py): it has no best/."""
+  return all(r["sanity"]["at_chance"] for r in _jsonl(run / "eval_validation" / "results.jsonl"))
+
+
 def _fake_finished_run(run, *, final, best, test_best_done=True):
   """A run directory as trainer and evaluator leave it, for `final` steps with the best validation at `best`."""
   (run / "eval_validation" / "best").mkdir(parents=True)
@@ -136,6 +141,48 @@ def test_done_work_is_skipped(tmp_path):
   study.run_model(cfg, "cifarnet", has_test=True, supervisor=children.Supervisor(out))
   assert "training already finished at step 6" in out.getvalue()
   assert "every evaluation is done" in out.getvalue()
+
+
+def test_a_finished_run_with_other_flags_is_refused_not_skipped(tmp_path):
+  from slimflowers import run_record  # pylint: disable=g-import-not-at-top
+  from slimflowers import train  # pylint: disable=g-import-not-at-top
+  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  _fake_finished_run(tmp_path / "cifarnet", final=6, best=3)
+  info = json.loads((tmp_path / "cifarnet" / "run_info.json").read_text())
+  recorded = train_flags.config(model_name="cifarnet", dataset_name="folder", dataset_dir=str(tmp_path / "data"),
+                                train_dir=str(tmp_path / "cifarnet"), max_number_of_steps=6, optimizer="adam")
+  info.update(run_record.new_record(train_flags.training_values(train.resolve_config(recorded)), None))
+  (tmp_path / "cifarnet" / "run_info.json").write_text(json.dumps(info))
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
+                          train_flags=["--max_number_of_steps=6", "--optimizer=sgd"], python="/nonexistent/python")
+  out = io.StringIO()
+  with pytest.raises(study.StudyError, match=r"^cifarnet: .*--optimizer=sgd \(the run: --optimizer=adam\)"):
+    study.run_model(cfg, "cifarnet", has_test=True, supervisor=children.Supervisor(out))
+  assert "already finished" not in out.getvalue()
+  cfg.train_flags = ["--max_number_of_steps=6", "--optimizer=adam"]  # the same flags, but this fake run has no
+  with pytest.raises(study.StudyError, match="final checkpoint ckpt-6 is gone"):  # checkpoint: one line too
+    study.run_model(cfg, "cifarnet", has_test=True, supervisor=children.Supervisor(out))
+
+
+def test_the_report_covers_every_run_in_runs_dir_and_says_which_were_trained(tmp_path, monkeypatch):
+  """--models=cifarnet on a runs_dir that already holds another run: the report lists both."""
+  runs = tmp_path / "runs"
+  _fake_finished_run(runs / "mobilenet_v1_025", final=6, best=3)
+
+  def fake_run_model(cfg, model, *, has_test, supervisor):
+    del cfg, has_test, supervisor
+    _fake_finished_run(runs / model, final=8, best=8)
+    return str(runs / model)
+  monkeypatch.setattr(study, "run_model", fake_run_model)
+  monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation", "test"})
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path), runs_dir=str(runs))
+  out = io.StringIO()
+  report = study.run_study(cfg, ["cifarnet"], supervisor=children.Supervisor(out))
+  assert [row["run"] for row in report.rows] == ["cifarnet", "mobilenet_v1_025"]
+  assert report.trained == ["cifarnet"]
+  md = (runs / "report" / "results.md").read_text()
+  assert "This invocation trained: cifarnet; the other runs were already in the directory." in md
+  assert "This invocation trained: cifarnet;" in out.getvalue()
 
 
 def test_unfinished_evaluation_is_resumed_by_one_evaluator_and_no_trainer(tmp_path):
@@ -189,7 +236,7 @@ def _side_by_side_study(tmp_path, monkeypatch, child_code):
   monkeypatch.setattr(study, "run_model", fake_run_model)
   monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation"})
   from slimflowers import compare  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir: ("report", run_dirs))
+  monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir, **unused: ("report", run_dirs))
   monkeypatch.setattr(compare, "print_report", lambda *unused: None)
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"),
                           parallel_models=2)
@@ -281,6 +328,10 @@ def test_study_end_to_end(tmp_path):
     assert 6 in [r["step"] for r in val] and all(r["num_examples"] == 9 for r in val)
     test = _jsonl(run / "eval_test" / "results.jsonl")
     assert [(r["step"], r["split"], r["num_examples"]) for r in test] == [(6, "test", 9)]
+    if _not_learning(run):  # (6 steps: cifarnet stays at chance) no best/, so no best on test, nothing exported
+      assert not (run / "eval_validation" / "best" / "best.json").exists() and not (run / "export").exists()
+      assert not (run / "eval_test_best" / "results.jsonl").exists()
+      continue
     best = json.loads((run / "eval_validation" / "best" / "best.json").read_text())
     test_best = _jsonl(run / "eval_test_best" / "results.jsonl")
     assert [(r["step"], r["split"]) for r in test_best] == [(best["step"], "test")]
@@ -296,19 +347,26 @@ def test_study_end_to_end(tmp_path):
     run = runs / row["model"]
     info = json.loads((run / "run_info.json").read_text())
     val = _jsonl(run / "eval_validation" / "results.jsonl")
-    best_acc = max(r["accuracy"] for r in val)
     assert row["dataset"] == "folder" and row["image_size"] == "32" and row["steps"] == "6"
     assert row["trainable_params"] == str(info["trainable_params"])
-    assert row["best_val_accuracy"] == f"{best_acc:.4f}"
-    assert row["best_val_step"] == str(min(r["step"] for r in val if r["accuracy"] == best_acc))
     assert row["final_val_accuracy"] == f"{[r for r in val if r['step'] == 6][-1]['accuracy']:.4f}"
     assert row["test_top1"] == f"{_jsonl(run / 'eval_test' / 'results.jsonl')[-1]['accuracy']:.4f}"
-    assert row["best_ckpt_test_top1"] == f"{_jsonl(run / 'eval_test_best' / 'results.jsonl')[-1]['accuracy']:.4f}"
     assert float(row["steps_per_hour"]) > 0 and float(row["train_wall_secs"]) > 0
+    if _not_learning(run):  # the report marks it and shows no best
+      assert row["status"] == "NOT LEARNING: at chance" and row["best_val_accuracy"] == ""
+      assert f"WARNING {row['run']}: NOT LEARNING: at chance" in first.stdout
+      continue
+    best_acc = max(r["accuracy"] for r in val if not r["sanity"]["at_chance"])
+    assert row["best_val_accuracy"] == f"{best_acc:.4f}"
+    assert row["best_val_step"] == str(min(r["step"] for r in val if r["accuracy"] == best_acc))
+    assert row["best_ckpt_test_top1"] == f"{_jsonl(run / 'eval_test_best' / 'results.jsonl')[-1]['accuracy']:.4f}"
   assert f"| {MODELS[0]}" in first.stdout and f"tensorboard --logdir {runs}" in first.stdout
+  assert any(not _not_learning(runs / m) for m in MODELS)  # (mobilenet_v1_025 learns the colours in 6 steps)
   # --export: each model's best checkpoint exported, checked on the test split, and in the report.
   for row in rows:
     run = runs / row["model"]
+    if _not_learning(run):
+      continue
     best = json.loads((run / "eval_validation" / "best" / "best.json").read_text())
     export = json.loads((run / "export" / "export_report.json").read_text())
     assert export["step"] == best["step"] and (run / "export" / "model_int8.tflite").stat().st_size > 0
@@ -317,14 +375,24 @@ def test_study_end_to_end(tmp_path):
 
   # Re-running skips what is done: run_model on the real run directories starts no process at all
   # (a python that does not exist would fail any start).
-  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(data), runs_dir=str(runs),
+  train_flags = cmd[cmd.index("--train_image_size=32"):]
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(data), runs_dir=str(runs), train_flags=train_flags,
                           max_number_of_steps=6, export=True, python="/nonexistent/python")
   out = io.StringIO()
   for model in MODELS:
     study.run_model(cfg, model, has_test=True, supervisor=children.Supervisor(out))
     assert f"{model}: training already finished at step 6" in out.getvalue()
     assert f"{model}: every evaluation is done" in out.getvalue()
-    assert f"{model}: best checkpoint (step" in out.getvalue() and "already exported" in out.getvalue()
+    if _not_learning(runs / model):
+      assert f"{model}: no best checkpoint to export" in out.getvalue()
+    else:
+      assert f"{model}: best checkpoint (step" in out.getvalue() and "already exported" in out.getvalue()
+  # ... another learning rate is refused, in the trainer's own words, and nothing starts ...
+  cfg.train_flags = train_flags + ["--learning_rate=0.01"]
+  with pytest.raises(study.StudyError, match=r"cifarnet: --train_dir=.* was trained with other flags: "
+                                             r"--learning_rate=0.01 \(the run: --learning_rate=0.05\)"):
+    study.run_model(cfg, MODELS[0], has_test=True, supervisor=children.Supervisor(out))
+  cfg.train_flags = train_flags
   # ... and asking for more steps trains further (here: tries to start the trainer).
   cfg.max_number_of_steps = 8
   with pytest.raises(FileNotFoundError, match="/nonexistent/python"):

@@ -80,16 +80,49 @@ def test_end_to_end_writes_checkpoints_flags_and_summaries(base_run, data):
   raw, ema = _weights(str(train_dir / "ckpt-6")), _weights(str(train_dir / "ckpt-6"), ema=True)
   assert any(not np.allclose(raw[k], ema[k]) for k in raw)
   assert not (train_dir / ".lock").exists()  # the lock is released at exit
-  # flags.txt is a usable --flagfile: a re-run with it is a no-op resume at step 6.
+  # flags.txt is a usable --flagfile: a re-run with it trains nothing and writes nothing.
+  before = _files(train_dir)
   proc = _script(train_dir, data, f"--flagfile={train_dir / 'flags.txt'}")
-  assert "RESUMING" in proc.output
+  assert "already finished at step 6 with these flags: nothing to do" in proc.output
   assert "Traceback" not in proc.output and "cuInit" not in proc.output  # a quiet console
-  assert tf.train.latest_checkpoint(str(train_dir)).endswith("ckpt-6")
+  assert _files(train_dir) == before
+
+
+def _files(directory):
+  """{relative path: bytes} of every file below `directory`."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+def test_a_rerun_with_other_training_flags_is_refused_and_changes_no_file(base_run, data):
+  before = _files(base_run)
+  proc = _script(base_run, data, f"--flagfile={base_run / 'flags.txt'}", "--learning_rate=0.01", "--optimizer=adam",
+                 "--log_every_n_steps=5", expect_ok=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.output
+  (line,) = proc.stderr.strip().splitlines()
+  assert line.startswith("train_image_classifier.py: error: ") and "was trained with other flags" in line
+  assert "--learning_rate=0.01 (the run: --learning_rate=0.05)" in line
+  assert "--optimizer=adam (the run: --optimizer=momentum)" in line
+  assert "log_every_n_steps" not in line  # logging does not change the training: not a difference
+  assert "use a new --train_dir" in line and "--max_number_of_steps above 6" in line
+  assert _files(base_run) == before
+
+
+def test_checkpoints_fall_on_multiples_of_the_save_interval(data, tmp_path):
+  """Loops of 3 steps, a checkpoint every 4: at 4 and 8 (and the final 10), not at 3 and 9 (issue 20)."""
+  _train(tmp_path / "r", data, max_number_of_steps=10, save_interval_steps=4, log_every_n_steps=3)
+  steps = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(str(tmp_path / "r" / "ckpt-*.index")))
+  assert steps == [4, 8, 10]
 
 
 def test_one_vs_two_replicas_take_the_same_step(data, tmp_path):
-  extra = dict(max_number_of_steps=2, log_every_n_steps=1, dropout_rate=0.0, weight_decay=0.001,
-               clip_gradient_norm=1.0)
+  extra = dict(max_number_of_steps=2, log_every_n_steps=1, save_interval_steps=1, dropout_rate=0.0,
+               weight_decay=0.001, clip_gradient_norm=1.0)
   _train(tmp_path / "r1", data, **extra)
   info = _train(tmp_path / "r2", data, num_cpu_replicas=2, **extra)
   assert info["num_replicas"] == 2
@@ -138,6 +171,7 @@ def test_kill_and_restart_finishes_like_an_uninterrupted_run(data, tmp_path):
   assert (killed / ".lock").exists()  # a killed trainer leaves its lock; the restart takes it over
   restarted = _script(killed, data, *argv)
   assert f"RESUMING from {killed}" in restarted.output
+  assert "--checkpoint_path" not in restarted.output  # not given: not said to be ignored
   assert "Taking over the stale lock" in restarted.output
   a, b = str(tmp_path / "straight" / "ckpt-16"), str(killed / "ckpt-16")
   for ema in (False, True):
@@ -175,7 +209,7 @@ def test_fine_tune_excludes_head_and_trains_only_trainable_scopes(base_run, data
   caplog.clear()
   _train(ft, data4, checkpoint_path=str(base_run), checkpoint_exclude_scopes=["logits"],
          trainable_scopes=["logits"], max_number_of_steps=4)
-  assert "RESUMING" in caplog.text and "is ignored" in caplog.text
+  assert "RESUMING" in caplog.text and f"a checkpoint in train_dir wins over --checkpoint_path={base_run}" in caplog.text
 
 
 def test_mixed_precision_runs_in_float16_with_loss_scaling(data, tmp_path):
@@ -205,11 +239,12 @@ def test_mixed_precision_runs_in_float16_with_loss_scaling(data, tmp_path):
 
 def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(data, tmp_path):
   train_dir = tmp_path / "nan"
-  _train(train_dir, data, max_number_of_steps=2, optimizer="sgd")
+  # Two good steps (a checkpoint at step 2), then the learning rate grows by 1e15 (the staircase: every 2 steps).
   with pytest.raises(errors.TrainingStopped, match="Loss became.*last good checkpoint"):
-    _train(train_dir, data, max_number_of_steps=40, optimizer="sgd", learning_rate=1e30,
-           learning_rate_decay_type="fixed")
+    _train(train_dir, data, max_number_of_steps=40, optimizer="sgd", learning_rate_decay_factor=1e15,
+           num_epochs_per_decay=0.6, save_interval_steps=2)
   latest = tf.train.latest_checkpoint(str(train_dir))
+  assert latest.endswith("ckpt-2")
   weights = _weights(latest)
   assert all(np.isfinite(w).all() for w in weights.values())
   assert not (train_dir / ".lock").exists()  # released on the error path too
