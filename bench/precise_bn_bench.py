@@ -206,15 +206,16 @@ def run_sweep(model_name, folder, work_dir):
 
 def table(results, without):
   lines = ["| net | folder | px | batch | steps | EMA, net's momentum | EMA, momentum 0.9 | PreciseBN (default) | "
-           "PreciseBN, momentum 0.9 | default - 0.9 EMA | PreciseBN s/ckpt | = training steps |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "PreciseBN, momentum 0.9 | default - 0.9 EMA | PreciseBN batches | s/ckpt | = training steps |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
   for r in results:
     net, m9 = r["net"], r["0.9"]
     lines.append(f"| {r['model']} | {r['folder']} | {r['image_size']} | {r['batch_size']} | {r['steps']} | "
                  f"{100 * net['ema_accuracy']:.1f} ({'/'.join(f'{m:g}' for m in net['momentum'])}) | "
                  f"{100 * m9['ema_accuracy']:.1f} | {100 * net['precise_bn_accuracy']:.1f} | "
                  f"{100 * m9['precise_bn_accuracy']:.1f} | "
-                 f"{100 * (net['precise_bn_accuracy'] - m9['ema_accuracy']):+.1f} | {net['precise_bn_secs']:.2f} | "
+                 f"{100 * (net['precise_bn_accuracy'] - m9['ema_accuracy']):+.1f} | {r['precise_bn_batches']} | "
+                 f"{net['precise_bn_secs']:.2f} | "
                  f"{net['precise_bn_secs'] / net['sec_per_step']:.0f} |")
   lines.append(f"\nNets without batch norm (nothing to re-estimate): {', '.join(without)}.")
   return "\n".join(lines)
