@@ -9,7 +9,7 @@ What it guarantees (README "What is safe"):
   conversion of ours wrote there (listed in dataset.json, or in the pending list of a
   conversion that was killed). A directory holding another dataset, or files it cannot
   prove are its own (a `labels.txt`, shards), is refused with the fix.
-- One converter per directory (a lock, slimflowers/locks.py).
+- One converter per directory (a lock, slimflowers/core/locks.py).
 - Shards are written by a process pool into a staging directory (`DIR/.convert-tmp-*`),
   then moved into DIR, then labels.txt, and dataset.json LAST (atomically). A directory
   without a valid dataset.json is never "complete" (`get_split` refuses it), so a kill at
@@ -33,8 +33,8 @@ from absl import logging
 from datasets import dataset_utils
 from datasets import images
 from datasets import records
-from slimflowers import errors
-from slimflowers import fileio
+from slimflowers.core import errors
+from slimflowers.core import fileio
 
 STAGING_PREFIX = ".convert-tmp-"
 PENDING_FILE = ".convert-pending.json"  # the files a conversion is moving into place (ours, if it was killed)
@@ -61,7 +61,8 @@ def check_dataset_dir(dataset_dir, name, options, *, overwrite):
     if meta.get("name") != name:
       raise dataset_utils.ConversionError(
           f"{dataset_dir} already holds dataset {meta.get('name')!r}. Convert {name} into another --dataset_dir, "
-          f"or pass --overwrite to replace it (its shards, labels.txt and dataset.json are removed).")
+          f"or pass --overwrite to replace it (its shards, {records.LABELS_FILENAME} and {records.DATASET_JSON} are "
+          "removed).")
     if meta.get("options") != options:
       raise dataset_utils.ConversionError(
           f"{dataset_dir} already holds {name} converted with options {meta.get('options')}, not {options}. "
@@ -366,8 +367,7 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
       os.replace(task["path"], fileio.local_path(target))
     else:
       fileio.copy(task["path"], target)
-  fileio.write_text_atomic(os.path.join(dataset_dir, records.LABELS_FILENAME),
-                           "".join(f"{i}:{n}\n" for i, n in enumerate(class_names)))
+  records.write_labels(dataset_dir, class_names)
   fileio.write_json_atomic(os.path.join(dataset_dir, records.DATASET_JSON), meta)
   fileio.remove(os.path.join(dataset_dir, PENDING_FILE))
   logging.info("Wrote %s: %s images (%d of the %d files skipped) at %.1f images/s", dataset_dir,

@@ -21,7 +21,7 @@ choice of weight-decayed variables.
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m nets` is importing this package: quiet TensorFlow before Keras loads it,
-  from slimflowers import cli  # pylint: disable=g-import-not-at-top,unused-import  as every entry script does.
+  from slimflowers.core import cli  # pylint: disable=g-import-not-at-top,unused-import  as every entry script does.
 
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-order
 from typing import Callable, Optional  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -35,7 +35,7 @@ from nets import nets_utils
 # Overrides every net may accept; which ones a net accepts is in its NetSpec.
 BATCH_NORM_OVERRIDES = ("batch_norm_momentum", "batch_norm_epsilon")
 ALL_OVERRIDES = ("dropout_rate",) + BATCH_NORM_OVERRIDES + ("aux_logits",)
-# The preprocessing_factory recipes a net may name (slimflowers/preprocessing.py).
+# The preprocessing_factory recipes a net may name (slimflowers/data/preprocessing.py).
 PREPROCESSINGS = ("inception", "vgg", "cifarnet", "lenet")
 # Variable names (last part of `variable.path`) that TF-Slim-style L2 weight decay applies to.
 _DECAYED_VARIABLE_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")

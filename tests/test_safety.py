@@ -38,13 +38,13 @@ from datasets import conversion
 from datasets import dataset_utils
 from datasets import flowers
 from datasets import records
-from slimflowers import checkpoints
-from slimflowers import errors
-from slimflowers import eval_outputs
-from slimflowers import exact_eval
-from slimflowers import fileio
-from slimflowers import locks
-from slimflowers import run_dir
+from slimflowers.core import checkpoints
+from slimflowers.core import errors
+from slimflowers.eval import outputs as eval_outputs
+from slimflowers.eval import exact as exact_eval
+from slimflowers.core import fileio
+from slimflowers.core import locks
+from slimflowers.core import run_dir
 from tests import bad_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
