@@ -1,4 +1,5 @@
-"""Every file the project reads or writes goes through here: local paths, file:// URLs, and any TensorFlow filesystem.
+"""The project's own files (run directories, dataset metadata, exports, reports) are read and written here: local
+paths, file:// URLs, and any TensorFlow filesystem.
 
     from slimflowers.core import fileio
     fileio.write_text_atomic("gs://bucket/runs/x/flags.txt", text)   # or a local path, or ram://...
@@ -18,6 +19,16 @@ sees the old or the new content but a crash can leave a `*.tmp-*` object behind.
 
 The readers are the other half: they take what a killed writer can leave (a missing
 file, a torn last line) without crashing.
+
+What does not go through here, and why (one line each):
+- checkpoints (core/checkpoints.py, eval/outputs.py): TensorFlow writes them; tf.io.gfile lists and reads them.
+- lock files (core/locks.py): created with O_EXCL, which an atomic rename cannot give.
+- TFRecord shards (datasets/conversion.py): tf.io.TFRecordWriter into a staging directory, then moved here.
+- source images and user files (datasets/, deploy/predict.py): opened non-blocking, so a FIFO cannot hang a read.
+- the study's child logs (study/children.py): appended as the children print, not replaced.
+- synthetic_flowers' generated source tree (datasets/synthetic_flowers.py): plain local files, like a user's photos.
+- the SavedModel probe's scratch files (deploy/verification.py): a private temporary directory, removed after.
+- directory listings and sizes (deploy/export_files.py, data/input_pipeline.py): tf.io.gfile, read-only.
 """
 import contextlib
 import fnmatch

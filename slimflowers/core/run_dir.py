@@ -15,6 +15,7 @@
       export_manifest.json
                                                                (the study's: TRAIN_DIR/export/)
 """
+import math
 import os
 
 from absl import logging
@@ -67,6 +68,17 @@ def best_dir(eval_dir_):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # run_info.json and flags.txt (written by the trainer only)
+
+
+def finite_float(value):
+  """A finite float from a JSON or flag value, else None (what the report's readers accept)."""
+  if value is None or isinstance(value, bool):
+    return None
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
 
 
 def read_run_info(train_dir, strict=False):

@@ -32,21 +32,63 @@ image is another class). Every random choice takes its seed from `seed` (shape [
 through stateless ops, so an image's augmentation is a pure function of (seed, image): the
 input pipeline seeds it with (run seed, element index) and a resumed run repeats it exactly.
 """
+import dataclasses
 import math
 
 import tensorflow as tf
 
-PREPROCESSING_NAMES = ("inception", "vgg", "caffe", "cifarnet", "lenet")
 COLOR_DISTORTIONS = ("fast", "full", "none")
-# keras.applications.imagenet_utils caffe mode: BGR channel means.
-_CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
-_CENTRAL_FRACTION = 0.875  # TF-Slim inception eval
 DEFAULT_CROP_AREA_RANGE = (0.05, 1.0)  # TF-Slim inception train: sample_distorted_bounding_box area_range
 MIN_CROP_SOURCE_PX = 8  # a crop side below this many source pixels holds nothing recognizable (trainer warns)
-_CIFAR_PADDING = 4
-_CIFAR_BRIGHTNESS = 63.0  # of 255: TF-Slim's random_brightness(max_delta=63) on [0, 255] floats
-_CIFAR_CONTRAST = (0.2, 1.8)
-_LENET_OFFSET = 128.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """One preprocessing_factory recipe's numbers; the train and eval paths and describe() read them.
+
+  normalization: "scale" (x / divisor + offset), "standardize" (per image) or "caffe" (RGB -> BGR, minus
+  means_bgr). train: "distorted_box" (inception), "random_smaller_side" (vgg), "pad_and_crop" (cifarnet)
+  or "crop_or_pad" (lenet); eval: "central_fraction" (inception), "smaller_side" (vgg) or "crop_or_pad".
+  smaller_side: (eval and smallest train, largest train) shorter side at 224 px, scaled with the image size.
+  resize_first: photos are first resized to the output size (TF-Slim's cifarnet and lenet assume images at
+  about that size already).
+  """
+  train: str
+  eval: str
+  normalization: str
+  divisor: float = 1.0
+  offset: float = 0.0
+  means_bgr: tuple = None
+  central_fraction: float = None
+  smaller_side: tuple = None
+  resize_first: bool = False
+  padding: int = 0
+  brightness: float = 0.0   # of 255: random_brightness(max_delta)
+  contrast: tuple = None    # random_contrast(lower, upper)
+
+
+# TF-Slim's research/slim/preprocessing (SOURCES.md §4); keras.applications' caffe mode for the BGR means.
+RECIPES = {
+    "inception": Recipe(train="distorted_box", eval="central_fraction", normalization="scale", divisor=127.5,
+                        offset=-1.0, central_fraction=0.875),
+    "vgg": Recipe(train="random_smaller_side", eval="smaller_side", normalization="caffe",
+                  means_bgr=(103.939, 116.779, 123.68), smaller_side=(256, 512)),
+    "cifarnet": Recipe(train="pad_and_crop", eval="crop_or_pad", normalization="standardize", resize_first=True,
+                       padding=4, brightness=63.0, contrast=(0.2, 1.8)),
+    "lenet": Recipe(train="crop_or_pad", eval="crop_or_pad", normalization="scale", divisor=128.0, offset=-1.0,
+                    resize_first=True),
+}
+ALIASES = {"caffe": "vgg"}
+# The flag's choices: each recipe, followed by its aliases.
+PREPROCESSING_NAMES = tuple(n for name in RECIPES for n in (name, *[a for a, to in ALIASES.items() if to == name]))
+# The inception train crop: tf.image.sample_distorted_bounding_box's arguments in TF-Slim.
+_BOX = {"min_object_covered": 0.1, "aspect_ratio_range": (3. / 4., 4. / 3.), "max_attempts": 100}
+
+
+def recipe(preprocessing_name):
+  """The Recipe of a name or alias; a ValueError listing the known names for another."""
+  check_names(preprocessing_name)
+  return RECIPES[ALIASES.get(preprocessing_name, preprocessing_name)]
 
 
 def crop_area_range(cfg):
@@ -69,53 +111,48 @@ def check_names(preprocessing_name, color_distortion="fast", area_range=DEFAULT_
 
 def normalize(image_0_255, preprocessing_name):
   """A float image in [0, 255] (RGB; [H, W, 3] or a batch) -> what the net expects."""
-  check_names(preprocessing_name)
+  r = recipe(preprocessing_name)
   image = tf.cast(image_0_255, tf.float32)
-  if preprocessing_name == "inception":
-    return image / 127.5 - 1.0
-  if preprocessing_name == "lenet":
-    return (image - _LENET_OFFSET) / _LENET_OFFSET
-  if preprocessing_name == "cifarnet":
+  if r.normalization == "scale":
+    return image / r.divisor + r.offset
+  if r.normalization == "standardize":
     return tf.image.per_image_standardization(image)
-  return image[..., ::-1] - tf.constant(_CAFFE_MEANS_BGR, tf.float32)
+  return image[..., ::-1] - tf.constant(r.means_bgr, tf.float32)
 
 
 def denormalize(image, preprocessing_name):
   """Back to uint8 RGB [0, 255] (TensorBoard image summaries); cifarnet's standardization is shown min-max scaled."""
-  check_names(preprocessing_name)
-  if preprocessing_name == "inception":
-    image = (image + 1.0) * 127.5
-  elif preprocessing_name == "lenet":
-    image = image * _LENET_OFFSET + _LENET_OFFSET
-  elif preprocessing_name == "cifarnet":  # (x - mean) / std is not invertible per image: stretch to [0, 255]
+  r = recipe(preprocessing_name)
+  if r.normalization == "scale":
+    image = (image - r.offset) * r.divisor
+  elif r.normalization == "standardize":  # (x - mean) / std is not invertible per image: stretch to [0, 255]
     lo = tf.reduce_min(image, axis=[-3, -2, -1], keepdims=True)
     hi = tf.reduce_max(image, axis=[-3, -2, -1], keepdims=True)
     image = (image - lo) / tf.maximum(hi - lo, 1e-6) * 255.0
   else:
-    image = (image + tf.constant(_CAFFE_MEANS_BGR, tf.float32))[..., ::-1]
+    image = (image + tf.constant(r.means_bgr, tf.float32))[..., ::-1]
   return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
 
 
 def describe(preprocessing_name, image_size):
   """What an app must do to a photo before calling the exported model (export.json), in words and numbers."""
-  check_names(preprocessing_name)
-  steps = {
-      "inception": f"central crop {_CENTRAL_FRACTION} of each side, bilinear resize to {image_size}x{image_size}",
-      "vgg": (f"resize the shorter side to {int(256 * image_size / 224)} (bilinear), central crop "
-              f"{image_size}x{image_size}"),
-      "cifarnet": f"bilinear resize to {image_size}x{image_size}",
-      "lenet": f"bilinear resize to {image_size}x{image_size}",
-  }
+  r = recipe(preprocessing_name)
+  size = f"{image_size}x{image_size}"
+  if r.eval == "central_fraction":
+    step = f"central crop {r.central_fraction} of each side, bilinear resize to {size}"
+  elif r.eval == "smaller_side":
+    step = f"resize the shorter side to {_smaller_sides(r, image_size)[0]} (bilinear), central crop {size}"
+  else:
+    step = f"bilinear resize to {size}"
   out = {"preprocessing_name": preprocessing_name, "image_size": image_size, "input_layout": "NHWC float32",
-         "resize_and_crop": steps.get(preprocessing_name, steps["vgg"]), "channel_order": "RGB"}
-  if preprocessing_name == "inception":
-    out.update(formula="x / 127.5 - 1", scale=1 / 127.5, offset=-1.0)
-  elif preprocessing_name == "lenet":
-    out.update(formula="(x - 128) / 128", scale=1 / 128, offset=-1.0)
-  elif preprocessing_name == "cifarnet":
+         "resize_and_crop": step, "channel_order": "RGB"}
+  if r.normalization == "scale":
+    out.update(formula=f"x / {r.divisor:g} {'-' if r.offset < 0 else '+'} {abs(r.offset):g}", scale=1 / r.divisor,
+               offset=r.offset)
+  elif r.normalization == "standardize":
     out.update(formula="per-image standardization: (x - mean(x)) / max(std(x), 1/sqrt(H*W*3))")
   else:
-    out.update(formula="RGB -> BGR, then x - mean", channel_order="BGR", mean=list(_CAFFE_MEANS_BGR), scale=1.0)
+    out.update(formula="RGB -> BGR, then x - mean", channel_order="BGR", mean=list(r.means_bgr), scale=1.0)
   return out
 
 
@@ -134,8 +171,8 @@ def _distort_color(image, seeds, color_distortion, normalize_inception=False):
     a brightness shift as it is: b stays a scalar in "fast" mode);
   - "full" only: hue, a rotation about the grey axis by +-0.2 turn, and contrast, x0.5..1.5
     around the image's mean colour (b becomes a colour vector).
-  `image` in [0, 255]; result clipped to [0, 255], or, with `normalize_inception`, mapped
-  to [-1, 1] in the same affine step (clipping commutes with that increasing map).
+  `image` in [0, 255]; result clipped to [0, 255], or, with `normalize_inception`, normalized as
+  RECIPES["inception"] says in the same affine step (clipping commutes with that increasing map).
   `seeds`: [4, 2] int64.
   """
   delta = tf.random.stateless_uniform([], seeds[0], -32.0, 32.0)
@@ -159,7 +196,9 @@ def _distort_color(image, seeds, color_distortion, normalize_inception=False):
     offset = contrast * delta + (1.0 - contrast) * mean_y
   lo, hi = 0.0, 255.0
   if normalize_inception:
-    scale, offset, lo, hi = scale / 127.5, offset / 127.5 - 1.0, -1.0, 1.0
+    r = RECIPES["inception"]
+    scale, offset, lo, hi = scale / r.divisor, offset / r.divisor + r.offset, lo / r.divisor + r.offset, \
+        hi / r.divisor + r.offset
   out = tf.matmul(tf.reshape(image, [-1, 3]), scale, transpose_b=True) + offset
   return tf.clip_by_value(tf.reshape(out, tf.shape(image)), lo, hi)
 
@@ -173,8 +212,16 @@ def _resize_smaller_side(image, smallest):
   return tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear")
 
 
-def _vgg_sizes(image_size):
-  return int(256 * image_size / 224), int(512 * image_size / 224)
+def _smaller_sides(r, image_size):
+  """The recipe's shorter-side sizes (eval and smallest train, largest train) for this output size."""
+  return tuple(int(side * image_size / 224) for side in r.smaller_side)
+
+
+def _central_window(h, w, fraction):
+  """[y, x, h, w] of the central `fraction` of each side (at least one pixel)."""
+  crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * fraction, tf.int32), 1)
+  crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * fraction, tf.int32), 1)
+  return tf.stack([(h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w])
 
 
 def _to_size(image, image_size):
@@ -243,57 +290,65 @@ def preprocess_train_image(image, image_size, preprocessing_name, seed, augment_
 def _preprocess_train(source, image_size, preprocessing_name, seed, augment_fn, color_distortion, random_flip,
                       area_range):
   check_names(preprocessing_name, color_distortion, area_range)
+  r = recipe(preprocessing_name)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
-  if preprocessing_name == "inception":
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        source.shape(), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
-        min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=tuple(area_range),
-        max_attempts=100, use_image_if_no_bounding_boxes=True)
-    crop = source.crop(tf.stack([begin[0], begin[1], size[0], size[1]]))
-    flip = tf.logical_and(tf.constant(bool(random_flip)), tf.random.stateless_uniform([], seed=seeds[1]) < 0.5)
+  if r.train == "distorted_box":
     fused = augment_fn is None  # colour map and normalization in one step (see _distort_color)
-
-    def colour_and_flip(x):
-      if color_distortion != "none":
-        x = _distort_color(x, seeds[2:6], color_distortion, normalize_inception=fused)
-      elif fused:
-        x = normalize(x, preprocessing_name)
-      return tf.cond(flip, lambda: tf.reverse(x, [1]), lambda: x)
-
-    def resize(x):
-      return tf.image.resize(x, [image_size, image_size], method="bilinear")
-
-    # Bilinear resizing takes convex combinations of pixels, so it commutes with the affine colour map and
-    # with the flip: apply those on whichever of crop and output has fewer pixels (clipping happens on that
-    # image; the result stays in range either way).
-    image = tf.cond(size[0] * size[1] < image_size * image_size,
-                    lambda: resize(colour_and_flip(tf.cast(crop, tf.float32))),
-                    lambda: colour_and_flip(resize(crop)))
+    image = _distorted_box_train(source, image_size, preprocessing_name, seeds, color_distortion, random_flip,
+                                 area_range, fused)
     if fused:
-      image.set_shape([image_size, image_size, 3])
       return image
-  elif preprocessing_name in ("vgg", "caffe"):
-    lo, hi = _vgg_sizes(image_size)
+  elif r.train == "random_smaller_side":
+    lo, hi = _smaller_sides(r, image_size)
     smallest = tf.random.stateless_uniform([], seed=seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32)
     image = _resize_smaller_side(source.full(), smallest)
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[1])
     if random_flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
-  elif preprocessing_name == "cifarnet":
+  elif r.train == "pad_and_crop":
     image = _to_size(source.full(), image_size)
-    image = tf.pad(image, [[_CIFAR_PADDING, _CIFAR_PADDING], [_CIFAR_PADDING, _CIFAR_PADDING], [0, 0]])
+    image = tf.pad(image, [[r.padding, r.padding], [r.padding, r.padding], [0, 0]])
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
     if random_flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
-    image = tf.image.stateless_random_brightness(image, _CIFAR_BRIGHTNESS, seed=seeds[2])
-    image = tf.image.stateless_random_contrast(image, *_CIFAR_CONTRAST, seed=seeds[3])
-  else:  # lenet: no augmentation
+    image = tf.image.stateless_random_brightness(image, r.brightness, seed=seeds[2])
+    image = tf.image.stateless_random_contrast(image, *r.contrast, seed=seeds[3])
+  else:  # crop_or_pad (lenet): no augmentation
     image = _crop_or_pad(_to_size(source.full(), image_size), image_size)
   image.set_shape([image_size, image_size, 3])
   if augment_fn is not None:
     image = tf.cast(augment_fn(tf.clip_by_value(image, 0.0, 255.0)), tf.float32)
     image.set_shape([image_size, image_size, 3])
   return normalize(image, preprocessing_name)
+
+
+def _distorted_box_train(source, image_size, preprocessing_name, seeds, color_distortion, random_flip, area_range,
+                         fused):
+  """The inception train recipe: distorted bounding-box crop, resize, colour, flip; normalized when `fused`."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      source.shape(), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seeds[0],
+      area_range=tuple(area_range), use_image_if_no_bounding_boxes=True, **_BOX)
+  crop = source.crop(tf.stack([begin[0], begin[1], size[0], size[1]]))
+  flip = tf.logical_and(tf.constant(bool(random_flip)), tf.random.stateless_uniform([], seed=seeds[1]) < 0.5)
+
+  def colour_and_flip(x):
+    if color_distortion != "none":
+      x = _distort_color(x, seeds[2:6], color_distortion, normalize_inception=fused)
+    elif fused:
+      x = normalize(x, preprocessing_name)
+    return tf.cond(flip, lambda: tf.reverse(x, [1]), lambda: x)
+
+  def resize(x):
+    return tf.image.resize(x, [image_size, image_size], method="bilinear")
+
+  # Bilinear resizing takes convex combinations of pixels, so it commutes with the affine colour map and
+  # with the flip: apply those on whichever of crop and output has fewer pixels (clipping happens on that
+  # image; the result stays in range either way).
+  image = tf.cond(size[0] * size[1] < image_size * image_size,
+                  lambda: resize(colour_and_flip(tf.cast(crop, tf.float32))),
+                  lambda: colour_and_flip(resize(crop)))
+  image.set_shape([image_size, image_size, 3])
+  return image
 
 
 def _crop_or_pad(image, image_size):
@@ -307,18 +362,16 @@ def preprocess_eval_image(image, image_size, preprocessing_name):
   For JPEG bytes `preprocess_eval` decodes only the inception crop; on pixels the crop is cut
   after decoding, which differs from it by at most a grey level near the crop's edges.
   """
-  check_names(preprocessing_name)
-  if preprocessing_name == "inception":
+  r = recipe(preprocessing_name)
+  if r.eval == "central_fraction":
     shape = tf.shape(image)
-    h, w = shape[0], shape[1]
-    crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
-    crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
-    image = image[(h - crop_h) // 2:(h - crop_h) // 2 + crop_h, (w - crop_w) // 2:(w - crop_w) // 2 + crop_w]
+    window = _central_window(shape[0], shape[1], r.central_fraction)
+    image = tf.slice(image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
-  elif preprocessing_name in ("vgg", "caffe"):
-    image = _resize_smaller_side(image, _vgg_sizes(image_size)[0])
+  elif r.eval == "smaller_side":
+    image = _resize_smaller_side(image, _smaller_sides(r, image_size)[0])
     image = _crop_or_pad(image, image_size)
-  else:  # cifarnet, lenet
+  else:  # crop_or_pad (cifarnet, lenet)
     image = _crop_or_pad(_to_size(image, image_size), image_size)
   image.set_shape([image_size, image_size, 3])
   return normalize(image, preprocessing_name)
@@ -326,13 +379,10 @@ def preprocess_eval_image(image, image_size, preprocessing_name):
 
 def preprocess_eval(image_bytes, image_size, preprocessing_name):
   """JPEG bytes -> float32 [image_size, image_size, 3] evaluation image (deterministic)."""
-  check_names(preprocessing_name)
-  if preprocessing_name == "inception":
+  r = recipe(preprocessing_name)
+  if r.eval == "central_fraction":
     shape = tf.image.extract_jpeg_shape(image_bytes)
-    h, w = shape[0], shape[1]
-    crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
-    crop_w = tf.maximum(tf.cast(tf.cast(w, tf.float32) * _CENTRAL_FRACTION, tf.int32), 1)
-    window = tf.stack([(h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w])
+    window = _central_window(shape[0], shape[1], r.central_fraction)
     image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)  # decodes only the crop
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     image.set_shape([image_size, image_size, 3])

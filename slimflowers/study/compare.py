@@ -37,7 +37,6 @@ import csv  # pylint: disable=g-import-not-at-top,wrong-import-order
 import dataclasses
 import io
 import logging as py_logging
-import math
 import os
 import statistics
 import sys
@@ -194,19 +193,8 @@ def load_run(path, name=None):
 
 # ----------------------------------------------------------------------------- The table
 
-def _number(value):
-  """A finite float from a JSON/flag value, else None."""
-  if value is None or isinstance(value, bool):
-    return None
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    return None
-  return value if math.isfinite(value) else None
-
-
 def _integer(value):
-  value = _number(value)
+  value = run_dir.finite_float(value)
   return None if value is None else int(round(value))
 
 
@@ -223,34 +211,34 @@ def summarize(run):
   row["dataset"] = info.get("dataset_name") or flag.get("dataset_name")
   row["image_size"] = _integer(info.get("image_size", flag.get("train_image_size")))
   row["trainable_params"] = _integer(info.get("trainable_params"))
-  row["gflops"] = _number(info.get("gflops"))
+  row["gflops"] = run_dir.finite_float(info.get("gflops"))
   steps = _integer(info.get("final_step"))
   if steps is None and run.train:
     steps = max(series[-1][0] for series in run.train.values())
   row["steps"] = steps
 
   val = run.validation
-  scored = [r for r in val if _number(r.get("accuracy")) is not None]
+  scored = [r for r in val if run_dir.finite_float(r.get("accuracy")) is not None]
   # A checkpoint no better than chance is never a "best" (slimflowers/eval/sanity.py): like best/, the table skips it.
   believable = [r for r in scored if not (r.get("sanity") or {}).get("at_chance")]
   # Highest accuracy; on ties the earliest step (the first checkpoint to reach it).
-  best = max(believable, key=lambda r: (_number(r["accuracy"]), -int(r["step"]))) if believable else None
-  row["best_val_accuracy"] = _number(best.get("accuracy")) if best else None
+  best = max(believable, key=lambda r: (run_dir.finite_float(r["accuracy"]), -int(r["step"]))) if believable else None
+  row["best_val_accuracy"] = run_dir.finite_float(best.get("accuracy")) if best else None
   row["best_val_step"] = int(best["step"]) if best else None
-  row["final_val_accuracy"] = _number(val[-1].get("accuracy")) if val else None
+  row["final_val_accuracy"] = run_dir.finite_float(val[-1].get("accuracy")) if val else None
   test, test_best = run.test_final or {}, run.test_best or {}
-  row["test_top1"] = _number(test.get("accuracy"))
-  row["test_top5"] = _number(test.get("top_5_accuracy"))
-  row["best_ckpt_test_top1"] = _number(test_best.get("accuracy"))
-  row["best_ckpt_test_top5"] = _number(test_best.get("top_5_accuracy"))
-  row["val_mean_per_class_accuracy"] = _number(val[-1].get("mean_per_class_accuracy")) if val else None
+  row["test_top1"] = run_dir.finite_float(test.get("accuracy"))
+  row["test_top5"] = run_dir.finite_float(test.get("top_5_accuracy"))
+  row["best_ckpt_test_top1"] = run_dir.finite_float(test_best.get("accuracy"))
+  row["best_ckpt_test_top5"] = run_dir.finite_float(test_best.get("top_5_accuracy"))
+  row["val_mean_per_class_accuracy"] = run_dir.finite_float(val[-1].get("mean_per_class_accuracy")) if val else None
   row["status"] = status(run)
-  row["test_mean_per_class_accuracy"] = _number(test.get("mean_per_class_accuracy"))
+  row["test_mean_per_class_accuracy"] = run_dir.finite_float(test.get("mean_per_class_accuracy"))
 
   for key in run_dir.SPEED_METRICS:
-    value = _number(info.get(key))
+    value = run_dir.finite_float(info.get(key))
     row[key] = value if value is not None else _median_of(run.train, key)
-  wall = _number(info.get("train_wall_secs"))
+  wall = run_dir.finite_float(info.get("train_wall_secs"))
   row["train_wall_secs"] = wall if wall is not None else run.train_wall_secs
   row.update(_export_values(run.export))
   return row
@@ -271,10 +259,10 @@ def _export_values(report):
   """The export columns from an export_report.json's summary (int8 top-1 only when measured on the test split)."""
   summary = report.get("summary") or {}
   on_test = summary.get("verify_split") == "test"
-  return {"saved_model_mb": _number(summary.get("saved_model_mb")),
-          "tflite_int8_mb": _number(summary.get("tflite_int8_mb")),
-          "int8_test_top1": _number(summary.get("int8_top1")) if on_test else None,
-          "cpu_latency_ms": _number(summary.get("cpu_latency_ms"))}
+  return {"saved_model_mb": run_dir.finite_float(summary.get("saved_model_mb")),
+          "tflite_int8_mb": run_dir.finite_float(summary.get("tflite_int8_mb")),
+          "int8_test_top1": run_dir.finite_float(summary.get("int8_top1")) if on_test else None,
+          "cpu_latency_ms": run_dir.finite_float(summary.get("cpu_latency_ms"))}
 
 
 def _fmt_accuracy_csv(v):

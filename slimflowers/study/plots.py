@@ -9,6 +9,7 @@
 """
 
 from slimflowers.core import fileio
+from slimflowers.core import run_dir
 
 
 def _figure():
@@ -53,7 +54,7 @@ def plot_val_accuracy(runs, path):
   fig, ax = _figure()
   drawn = False
   for run in runs:
-    points = [(int(r["step"]), _number(r.get("accuracy"))) for r in run.validation]
+    points = [(int(r["step"]), run_dir.finite_float(r.get("accuracy"))) for r in run.validation]
     points = [(s, v) for s, v in points if v is not None]
     if points:
       ax.plot([s for s, _ in points], [100 * v for _, v in points], marker="o", markersize=3, label=run.name)

@@ -54,7 +54,15 @@ def define_flags():
   """Defines the trainer's flags on absl's global FLAGS (idempotent per process)."""
   if "train_dir" in flags.FLAGS:
     return
-  # Run.
+  _define_run_flags()
+  _define_optimization_flags()
+  _define_augmentation_flags()
+  _define_devices_flags()
+  _define_fine_tuning_flags()
+
+
+def _define_run_flags():
+  """Run flags."""
   flags.DEFINE_string("train_dir", None, f"Where checkpoints, summaries, {run_dir.FLAGS_TXT} and "
                       f"{run_dir.RUN_INFO} go.")
   define_dataset_flags(split_name="train", split_help="Split to train on.")
@@ -72,7 +80,10 @@ def define_flags():
                        "Checkpoints kept; generous so a continuous evaluator never loses one it is about to read.")
   flags.DEFINE_integer("save_summaries_steps", None, "TensorBoard summary period in steps; default log_every_n_steps.")
   flags.DEFINE_integer("seed", 0, "Seed for initialization, data order and augmentation.")
-  # Optimization.
+
+
+def _define_optimization_flags():
+  """Optimization flags."""
   flags.DEFINE_enum("optimizer", "rmsprop", optim.OPTIMIZERS, "Optimizer (TF-Slim's default: rmsprop).")
   flags.DEFINE_float("momentum", 0.9, "Momentum for the momentum optimizer.")
   flags.DEFINE_float("rmsprop_decay", 0.9, "RMSprop decay (rho).")
@@ -92,7 +103,10 @@ def define_flags():
   flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
   flags.DEFINE_float("moving_average_decay", None, "If set, keep an EMA of the weights (saved as ema_model).")
   flags.DEFINE_float("clip_gradient_norm", 0.0, "Clip the global gradient norm to this (0: off).")
-  # Augmentation.
+
+
+def _define_augmentation_flags():
+  """Augmentation flags."""
   flags.DEFINE_enum("augment", "none", input_pipeline.AUGMENT_NAMES, "Extra augmentation from official.vision.ops.augment.")
   flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
                     "Inception preprocessing's colour distortion: fast (TF-Slim's default fast_mode: brightness + "
@@ -119,7 +133,10 @@ def define_flags():
                        "slimflowers/train/precise_bn.py), so evaluation, export and predict use statistics that match "
                        "the weights. 0: off (Keras' moving averages, which lag the weights in short runs).",
                        lower_bound=0)
-  # Devices.
+
+
+def _define_devices_flags():
+  """Devices flags."""
   define_device_flags()
   flags.DEFINE_enum("precision", "float32", devices.PRECISIONS, "Compute precision.")
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (faster on GPU, slower on CPU).")
@@ -130,7 +147,10 @@ def define_flags():
   flags.DEFINE_integer("tf_data_service_timeout_secs", 60, "With --tf_data_service: a dispatcher that does not "
                        "answer for this long (at start-up, or while training: then after saving a checkpoint) "
                        "stops the trainer with an error.")
-  # Fine-tuning.
+
+
+def _define_fine_tuning_flags():
+  """Fine-tuning flags."""
   flags.DEFINE_string("checkpoint_path", None,
                       "Initialize from: one of our checkpoints or train dirs, or a keras.applications weight file. "
                       "Ignored (loudly) when train_dir already has a checkpoint: resume wins.")
