@@ -224,8 +224,11 @@ def _central_window(h, w, fraction):
   return tf.stack([(h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w])
 
 
-def _to_size(image, image_size):
-  """cifarnet/lenet on larger photos: bilinear resize to the output size (identity when already that size)."""
+def _to_size(image, image_size, r):
+  """A recipe with `resize_first` (cifarnet, lenet) on larger photos: bilinear resize to the output size
+  (identity when already that size). Other recipes: the image as it is."""
+  if not r.resize_first:
+    return image
   shape = tf.shape(image)
   same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
   image = tf.cast(image, tf.float32)
@@ -306,7 +309,7 @@ def _preprocess_train(source, image_size, preprocessing_name, seed, augment_fn, 
     if random_flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
   elif r.train == "pad_and_crop":
-    image = _to_size(source.full(), image_size)
+    image = _to_size(source.full(), image_size, r)
     image = tf.pad(image, [[r.padding, r.padding], [r.padding, r.padding], [0, 0]])
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
     if random_flip:
@@ -314,7 +317,7 @@ def _preprocess_train(source, image_size, preprocessing_name, seed, augment_fn, 
     image = tf.image.stateless_random_brightness(image, r.brightness, seed=seeds[2])
     image = tf.image.stateless_random_contrast(image, *r.contrast, seed=seeds[3])
   else:  # crop_or_pad (lenet): no augmentation
-    image = _crop_or_pad(_to_size(source.full(), image_size), image_size)
+    image = _crop_or_pad(_to_size(source.full(), image_size, r), image_size)
   image.set_shape([image_size, image_size, 3])
   if augment_fn is not None:
     image = tf.cast(augment_fn(tf.clip_by_value(image, 0.0, 255.0)), tf.float32)
@@ -372,7 +375,7 @@ def preprocess_eval_image(image, image_size, preprocessing_name):
     image = _resize_smaller_side(image, _smaller_sides(r, image_size)[0])
     image = _crop_or_pad(image, image_size)
   else:  # crop_or_pad (cifarnet, lenet)
-    image = _crop_or_pad(_to_size(image, image_size), image_size)
+    image = _crop_or_pad(_to_size(image, image_size, r), image_size)
   image.set_shape([image_size, image_size, 3])
   return normalize(image, preprocessing_name)
 
