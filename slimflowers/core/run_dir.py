@@ -158,8 +158,18 @@ def evaluated_steps(eval_dir_):
 
 
 def read_best(eval_dir_):
-  """best/best.json of an evaluator ({} when absent or unreadable)."""
-  return fileio.read_json(os.path.join(best_dir(eval_dir_), BEST_FILE))
+  """best/best.json of an evaluator: {} when absent, or unreadable or incomplete (a warning names it; the
+  evaluator replaces it with its next best). The one reader of best.json: evaluator, final splits, study."""
+  path = os.path.join(best_dir(eval_dir_), BEST_FILE)
+  if not fileio.exists(path):
+    return {}
+  best = fileio.read_json(path)
+  try:
+    int(best["step"]), float(best["metrics"]["accuracy"])
+  except (KeyError, TypeError, ValueError) as e:
+    logging.warning("Ignoring unreadable %s (no %s); best/ will be replaced by the next evaluation.", path, e)
+    return {}
+  return best
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -72,22 +72,13 @@ class Outputs:
     fileio.remove_leftovers(self.best_dir, LEFTOVERS, what="a killed evaluator")
     results = run_dir.read_results(eval_dir)
     self.done_steps = {int(r["step"]) for r in results}
-    self.best = self._read_best() if keep_best else None
+    self.best = (run_dir.read_best(eval_dir) or None) if keep_best else None
+    if self.best:
+      logging.info("Best so far: step %d, accuracy %.4f (%s)", self.best["step"], self.best["metrics"]["accuracy"],
+                   self.best_dir)
     if keep_best:
       self._reconcile_best(results)
     self._writer = tf.summary.create_file_writer(eval_dir)
-
-  def _read_best(self):
-    path = os.path.join(self.best_dir, run_dir.BEST_FILE)
-    if not fileio.exists(path):
-      return None
-    try:
-      best = json.loads(fileio.read_text(path))
-      logging.info("Best so far: step %d, accuracy %.4f (%s)", best["step"], best["metrics"]["accuracy"], path)
-      return best
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      logging.warning("Ignoring unreadable %s (%s); best/ will be replaced by the next evaluation.", path, e)
-      return None
 
   def _reconcile_best(self, results):
     """Re-makes best/ when results.jsonl knows a better checkpoint than best.json (see the module doc)."""

@@ -155,8 +155,7 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                           eval_timeout_secs=eval_timeout_secs, poll_secs=poll)
     if final is not None:
       for name in final_eval_splits:
-        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, run_dir.best_dir(eval_dir),
-                                    use_ema)
+        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, eval_dir, use_ema)
   return recorded
 
 
@@ -232,8 +231,9 @@ def _final_checkpoint(train_dir, what, *, wait_secs=0, poll_secs=WAIT_POLL_SECS)
   return listed[final]
 
 
-def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, use_ema):
-  """The final checkpoint -> eval_<split>/, the best one (best_dir) -> eval_<split>_best/; skips what is done.
+def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, use_ema):
+  """The final checkpoint -> eval_<split>/, the best one (eval_dir's best/) -> eval_<split>_best/; skips what is
+  done.
 
   When the best checkpoint is the final one, its result is copied (same weights, same numbers) with
   `copied_from`, instead of a second pass over the split.
@@ -241,7 +241,8 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, u
   recorded = []
   final_dir = run_dir.eval_dir(train_dir, split_name)
   targets = [(final_dir, final_prefix, checkpoints.read_global_step(final_prefix))]
-  best = fileio.read_json(os.path.join(best_dir, run_dir.BEST_FILE))
+  best_dir = run_dir.best_dir(eval_dir)
+  best = run_dir.read_best(eval_dir)
   if best.get("step") is not None:
     targets.append((run_dir.eval_dir(train_dir, split_name, best=True), checkpoints.resolve_checkpoint(best_dir),
                     int(best["step"])))
