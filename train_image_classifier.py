@@ -21,8 +21,8 @@ from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from slimflowers.train import program as train
 from slimflowers.train import flags as train_flags
+from slimflowers.train import program as train
 
 train_flags.define_flags()
 flags.adopt_module_key_flags(train_flags)  # --help lists them (they are this script's flags)

@@ -51,11 +51,11 @@ def bench_one(name, size):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers.deploy import export  # pylint: disable=g-import-not-at-top
-  from slimflowers.deploy import verification
-  from slimflowers.deploy import tflite
-  from slimflowers.deploy import serving
   from slimflowers.data import preprocessing  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import export  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import serving
+  from slimflowers.deploy import tflite
+  from slimflowers.deploy import verification
   spec = nets.get_spec(name)
   batch = FLAGS.batch_size
   jpegs = _photos(FLAGS.num_images, FLAGS.photo_size)

@@ -103,11 +103,11 @@ def run_case(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
   from slimflowers.data import input_pipeline
+  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags
   from slimflowers.train import precise_bn
   from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import flags as train_flags
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   strategy = tf.distribute.get_strategy()
@@ -158,12 +158,12 @@ def run_sweep(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
   from slimflowers.data import input_pipeline
-  from slimflowers.train import precise_bn
   from slimflowers.data import preprocessing  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import program as train
+  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
   from slimflowers.train import flags as train_flags
+  from slimflowers.train import precise_bn
+  from slimflowers.train import program as train
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   train_dir = os.path.join(work_dir, "runs", f"{model_name}_{folder}_mnet")

@@ -51,8 +51,8 @@ def _validation_accuracy(train_dir, data):
 
 
 def _ours(train_dir, data, **flags_):
-  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
   from slimflowers.train import flags as train_flags
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
   cfg = train_flags.config(train_dir=train_dir, dataset_dir=data, dataset_name="folder", model_name="cifarnet",
                            train_image_size=SIZE, batch_size=BATCH, max_number_of_steps=FLAGS.steps,
                            optimizer="adam", learning_rate=LEARNING_RATE, learning_rate_decay_type="fixed",

@@ -36,8 +36,8 @@ def _ours(model_name, batch, size, steps, num_classes=5):
   import orbit
   import tensorflow as tf
   import nets
-  from slimflowers.train import optim
   from slimflowers.train import flags as train_flags
+  from slimflowers.train import optim
   from slimflowers.train import trainer as trainer_lib
   cfg = train_flags.config()  # the trainer's own defaults: optimizer, weight decay, ...
   strategy = tf.distribute.MirroredStrategy(["/cpu:0"], cross_device_ops=tf.distribute.ReductionToOneDevice())

@@ -284,8 +284,8 @@ def link_keras_folders(folder, data_dir, keras_data):
 
 def run_ours(supervisor, race_dir, data_dir, conversion_secs):
   """train_image_classifier.py + a continuous eval_image_classifier.py beside it, the study's very commands."""
-  from slimflowers.study import demo  # pylint: disable=g-import-not-at-top
   from slimflowers.core import run_dir  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import demo  # pylint: disable=g-import-not-at-top
   from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   mine = {"--train_image_size": FLAGS.image_size, "--max_number_of_steps": FLAGS.steps,
           "--batch_size": FLAGS.batch_size, "--seed": FLAGS.seed,
@@ -425,8 +425,8 @@ def main(argv):
     with open(FLAGS.keras_child, encoding="utf-8") as f:
       keras_tutorial(json.load(f))
     return
-  from slimflowers.study import children  # pylint: disable=g-import-not-at-top
   from slimflowers.core import errors  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import children  # pylint: disable=g-import-not-at-top
   try:
     children.exit_on_interrupt(race, "race", "both sides stopped.")
   except (RaceError, errors.UserError) as e:

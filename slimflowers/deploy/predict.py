@@ -44,14 +44,14 @@ import tensorflow as tf
 from datasets import dataset_utils
 from datasets import images
 from slimflowers.core import errors
-from slimflowers.eval import exact as exact_eval
-from slimflowers.deploy import tflite
-from slimflowers.deploy import serving
-from slimflowers.eval import model_source
-from slimflowers.deploy import export_files
 from slimflowers.core import fileio
-from slimflowers.eval import metrics
 from slimflowers.core import run_dir
+from slimflowers.deploy import export_files
+from slimflowers.deploy import serving
+from slimflowers.deploy import tflite
+from slimflowers.eval import exact as exact_eval
+from slimflowers.eval import metrics
+from slimflowers.eval import model_source
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 PROGRESS_SECS = 10.0

@@ -30,12 +30,12 @@ from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.core import run_dir
 from slimflowers.data import input_pipeline
+from slimflowers.deploy import export_files
+from slimflowers.deploy import serving
+from slimflowers.deploy import tflite
 from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import metrics
 from slimflowers.eval import sanity
-from slimflowers.deploy import serving
-from slimflowers.deploy import tflite
-from slimflowers.deploy import export_files
 
 # A float32 artifact that misses these is a bug (the export must reproduce the checkpoint).
 FLOAT32_MIN_AGREEMENT = 0.999

@@ -26,10 +26,10 @@ from absl import logging
 import tensorflow as tf
 
 from slimflowers.core import checkpoints
-from slimflowers.eval import exact as exact_eval
 from slimflowers.core import fileio
-from slimflowers.eval import metrics
 from slimflowers.core import run_dir
+from slimflowers.eval import exact as exact_eval
+from slimflowers.eval import metrics
 
 # What a killed evaluator (or a killed TF checkpoint write) leaves in eval_dir and best/.
 LEFTOVERS = ("*" + fileio.TMP_MARK + "*", "*_temp")

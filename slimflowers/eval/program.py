@@ -22,16 +22,16 @@ import datasets
 import nets
 from slimflowers.core import checkpoints
 from slimflowers.core import errors
-from slimflowers.eval import outputs as eval_outputs
-from slimflowers.eval import watch as eval_watch
-from slimflowers.eval import exact as exact_eval
-from slimflowers.eval import model_source
 from slimflowers.core import fileio
-from slimflowers.data import input_pipeline
 from slimflowers.core import locks
 from slimflowers.core import run_dir
-from slimflowers.train import run_record
+from slimflowers.data import input_pipeline
+from slimflowers.eval import exact as exact_eval
+from slimflowers.eval import model_source
+from slimflowers.eval import outputs as eval_outputs
 from slimflowers.eval import sanity
+from slimflowers.eval import watch as eval_watch
+from slimflowers.train import run_record
 
 PROGRAM = "eval_image_classifier.py"
 # The evaluator's defaults (eval_image_classifier.py's flags): global batch, and the continuous loop's

@@ -30,8 +30,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 
 from datasets import records
 
-from slimflowers.study import children
 from slimflowers.core import run_dir
+from slimflowers.study import children
 from slimflowers.study import driver as study
 
 REPO_DIR = study.REPO_DIR

@@ -48,10 +48,10 @@ import time
 from absl import app
 from absl import flags
 
-from slimflowers.study import children as children_lib
 from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.core import run_dir
+from slimflowers.study import children as children_lib
 
 REPO_DIR = cli.REPO_DIR
 TRAIN_SCRIPT = os.path.join(REPO_DIR, "train_image_classifier.py")
@@ -90,8 +90,8 @@ def check_unchanged(cfg, model, train_dir):
   info = run_dir.read_run_info(train_dir)
   if run_record.is_legacy(info):
     return [run_record.legacy_warning(train_dir)]
-  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top  (TensorFlow: when it runs)
   from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top  (TensorFlow: when it runs)
   try:
     return train.preflight(train_flags.parse(train_command(cfg, model)[2:])).warnings
   except errors.UserError as e:

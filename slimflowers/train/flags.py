@@ -19,8 +19,8 @@ import nets
 from slimflowers.core import devices
 from slimflowers.core import run_dir
 from slimflowers.data import input_pipeline
-from slimflowers.train import optim
 from slimflowers.data import preprocessing
+from slimflowers.train import optim
 
 
 # PreciseBN's batches per checkpoint: the fewest within one point of 200 batches on both measured folders

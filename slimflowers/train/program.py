@@ -24,20 +24,20 @@ import tensorflow as tf
 import datasets
 import nets
 from slimflowers.core import checkpoints
-from slimflowers.data import service as data_service
 from slimflowers.core import devices
 from slimflowers.core import errors
 from slimflowers.core import fileio
-from slimflowers.train import metadata
-from slimflowers.data import input_pipeline
 from slimflowers.core import locks
+from slimflowers.core import run_dir
+from slimflowers.data import input_pipeline
+from slimflowers.data import preprocessing
+from slimflowers.data import service as data_service
+from slimflowers.train import flags as train_flags
+from slimflowers.train import metadata
 from slimflowers.train import optim
 from slimflowers.train import precise_bn
 from slimflowers.train import preemption
-from slimflowers.data import preprocessing
-from slimflowers.core import run_dir
 from slimflowers.train import run_record
-from slimflowers.train import flags as train_flags
 from slimflowers.train import trainer as trainer_lib
 
 PROGRAM = "train_image_classifier.py"
