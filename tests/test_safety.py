@@ -603,7 +603,7 @@ def test_wrong_trainer_flag_is_a_one_line_error_and_writes_nothing(trainer_error
 def test_verbosity_1_shows_the_traceback_of_an_expected_error(trainer_errors):
   proc = trainer_errors["verbose"].proc
   assert proc.returncode == 2
-  assert "Traceback (most recent call last)" in proc.stderr and "slimflowers.errors.BadValue" in proc.stderr
+  assert "Traceback (most recent call last)" in proc.stderr and "slimflowers.core.errors.BadValue" in proc.stderr
   last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
   assert last == f"{TRAIN}: error: --num_epochs=-1.0 must be > 0."
 
