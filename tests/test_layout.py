@@ -122,3 +122,9 @@ def test_every_net_names_a_preprocessing_recipe():
       if isinstance(node, ast.keyword) and node.arg == "preprocessing" and isinstance(node.value, ast.Constant):
         named.setdefault(node.value.value, []).append(_rel(path))
   assert named and set(named) <= known, {k: v for k, v in named.items() if k not in known}
+
+
+def test_the_console_knows_the_repository_root():
+  """cli.REPO_DIR (the study's script paths, which log lines are the project's) is this checkout's root."""
+  from slimflowers.core import cli  # pylint: disable=g-import-not-at-top  (standard library only)
+  assert cli.REPO_DIR == REPO

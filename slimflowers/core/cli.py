@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # slimflowers/core/cli.py
 
 
 def _argv_verbosity(argv):
