@@ -5,8 +5,9 @@ from absl import flags  # pylint: disable=g-bad-import-order
 from slimflowers.study import compare
 
 __doc__ = compare.__doc__
+main = compare.main
 
 if __name__ == "__main__":
   compare.define_flags()
   flags.adopt_module_key_flags(compare)  # --help lists them (they are this program's flags)
-  cli.run(compare.main)
+  cli.run(main)

@@ -5,8 +5,9 @@ from absl import flags  # pylint: disable=g-bad-import-order
 from slimflowers.data import service
 
 __doc__ = service.__doc__
+main = service.main
 
 if __name__ == "__main__":
   service.define_flags()
   flags.adopt_module_key_flags(service)  # --help lists them (they are this program's flags)
-  cli.run(service.main)
+  cli.run(main)

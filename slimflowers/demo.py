@@ -4,6 +4,7 @@ from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: 
 from slimflowers.study import demo
 
 __doc__ = demo.__doc__
+main = demo.main
 
 if __name__ == "__main__":
-  cli.run(demo.main)
+  cli.run(main)

@@ -5,8 +5,9 @@ from absl import flags  # pylint: disable=g-bad-import-order
 from slimflowers.study import driver
 
 __doc__ = driver.__doc__
+main = driver.main
 
 if __name__ == "__main__":
   driver.define_flags()
   flags.adopt_module_key_flags(driver)  # --help lists them (they are this program's flags)
-  cli.run(driver.main)
+  cli.run(main)
