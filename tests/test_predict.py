@@ -109,13 +109,30 @@ def _check_row(path, labels, probabilities, error, expected, top_k, atol):
   np.testing.assert_allclose(probabilities, expected[best], atol=atol, err_msg=path)
 
 
+def _start(*args):
+  return subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=ROOT)
+
+
+def _finish(proc):
+  out, err = proc.communicate(timeout=300)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def test_cli_writes_one_csv_row_per_file_with_error_rows(run, inputs, tmp_path):
+  """The real script twice, started at once: a folder (exit 0, error rows), and only unreadable files (exit 1)."""
   folder, expected = inputs
   output = str(tmp_path / "predictions.csv")
-  proc = subprocess.run([sys.executable, SCRIPT, f"--model={run['export_dir']}", folder, "--top_k=2",
-                         f"--output={output}", "--batch_size=2"], capture_output=True, text=True, cwd=ROOT,
-                        timeout=300, check=False)
+  nothing_output = tmp_path / "nothing.csv"
+  good = _start(f"--model={run['export_dir']}", folder, "--top_k=2", f"--output={output}", "--batch_size=2")
+  nothing = _start(f"--model={run['export_dir']}", os.path.join(folder, "notes.txt"),
+                   os.path.join(folder, "broken.jpg"), f"--output={nothing_output}")
+  proc, nothing = _finish(good), _finish(nothing)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # README, "Exit codes": 1 when the command ran and no file could be classified; one line, no traceback.
+  assert nothing.returncode == 1, nothing.stderr[-3000:]
+  (line,) = [line for line in nothing.stderr.splitlines() if line.strip()]
+  assert line.startswith("predict_image_classifier.py: error: None of the 2 file"), line
   with open(output) as f:
     rows = list(csv.reader(f))
   assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "error"]
@@ -161,7 +178,7 @@ def test_no_classifiable_file_is_an_error(run, inputs):
   folder, _ = inputs
   with pytest.raises(predict.NothingClassified, match="None of the 2 file"):
     predict.run(run["export_dir"], [os.path.join(folder, "notes.txt"), os.path.join(folder, "broken.jpg")])
-  assert predict.NothingClassified.exit_code != 0
+  # The exit code of the script in that case (1): test_cli_writes_one_csv_row_per_file_with_error_rows.
 
 
 def test_a_run_that_has_not_finished_says_so(run, tmp_path, caplog):

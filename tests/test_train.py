@@ -274,12 +274,65 @@ def test_fine_tune_backbone_from_keras_applications_weight_file(data, tmp_path):
 
 @pytest.mark.slow  # ~13 s, nearly all of it tracing RandAugment's graph; make test runs it
 def test_augmentations_mixup_cutmix_and_bfloat16_run(data, tmp_path):
+  """All of them at once through the trainer (what each does to the data: the tests below and test_input_pipeline)."""
   train_dir = tmp_path / "aug"
   _train(train_dir, data, max_number_of_steps=2, augment="randaugment", random_erasing=0.25, mixup_alpha=0.2,
          cutmix_alpha=1.0, label_smoothing=0.1, precision="mixed_bfloat16")
   info = json.loads((train_dir / "run_info.json").read_text())
   assert info["finished"] and info["hparams"]["augment"] == "randaugment" and info["precision"] == "mixed_bfloat16"
+  assert info["hparams"]["mixup_alpha"] == 0.2 and info["hparams"]["cutmix_alpha"] == 1.0
   assert all(np.isfinite(w).all() for w in _weights(str(train_dir / "ckpt-2")).values())
+
+
+def _first_training_batch(data, tmp_path, **overrides):
+  """The trainer's own input (train.make_dataset_fn) for these flags: its first batch as numpy."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  from slimflowers import train as train_lib, train_flags  # pylint: disable=g-import-not-at-top
+  flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=data, max_number_of_steps=1,
+                preprocessing_name="lenet")  # lenet: no augmentation of its own, so only the mixing differs
+  cfg = train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides)))
+  split = datasets.get_split("folder", "train", data)
+  images, labels = next(iter(train_lib.make_dataset_fn(cfg, split, 0, split.num_classes)(tf.distribute.InputContext())))
+  return images.numpy(), labels.numpy()
+
+
+@pytest.mark.parametrize("how", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_mix_each_example_with_its_mirror_in_the_batch(data, tmp_path, how):
+  """Against the same batch unmixed: example i is blended with example B-1-i (mixup) or gets a rectangle of it
+  (cutmix), and its label is the same mix of the two smoothed one-hot labels (official.vision.ops.augment)."""
+  plain, hard = _first_training_batch(data, tmp_path)
+  tf.random.set_seed(0)  # the mixing draws from stateful generators: a fixed draw, whatever it is
+  mixed, soft = _first_training_batch(data, tmp_path, label_smoothing=0.1, **{f"{how}_alpha": 1.0})
+  batch, num_classes = plain.shape[0], 3
+  assert hard.dtype == np.int32 and soft.dtype == np.float32 and soft.shape == (batch, num_classes)
+  smooth = np.full((batch, num_classes), 0.1 / num_classes, np.float32)
+  smooth[np.arange(batch), hard] += 0.9
+  np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+  changed = 0
+  for i in range(batch):
+    j = batch - 1 - i
+    a, b = plain[i], plain[j]
+    if how == "mixup":  # one lambda per example, the least-squares blend that explains the pixels exactly
+      lam = float(np.sum((mixed[i] - b) * (a - b)) / max(np.sum((a - b) ** 2), 1e-12))
+      np.testing.assert_allclose(mixed[i], lam * a + (1 - lam) * b, atol=1e-4)
+    else:  # every pixel is a's or b's, b's forming one rectangle; the label weighs b by at least that rectangle
+      from_b = np.any(np.abs(mixed[i] - a) > 1e-6, axis=-1)
+      np.testing.assert_allclose(mixed[i][from_b], b[from_b], atol=1e-6)
+      if from_b.any():
+        rows, cols = np.nonzero(from_b.any(axis=1))[0], np.nonzero(from_b.any(axis=0))[0]
+        box = from_b[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        box_b = np.any(np.abs(a - b) > 1e-6, axis=-1)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert (box | ~box_b).all(), f"example {i}: the pixels taken from example {j} are not a rectangle"
+      lam = 1.0 - (soft[i] - smooth[i]).dot(smooth[j] - smooth[i]) / max(np.sum((smooth[j] - smooth[i]) ** 2), 1e-12)
+      assert hard[i] == hard[j] or 1 - lam >= from_b.mean() - 1e-6, (i, lam, from_b.mean())
+    assert -1e-4 <= lam <= 1 + 1e-4, (i, lam)
+    if hard[i] != hard[j]:
+      np.testing.assert_allclose(soft[i], lam * smooth[i] + (1 - lam) * smooth[j], atol=1e-3, err_msg=str(i))
+    else:
+      np.testing.assert_allclose(soft[i], smooth[i], atol=1e-5, err_msg=str(i))
+    changed += not np.allclose(mixed[i], a, atol=1e-3)
+  assert changed >= batch // 2, f"only {changed} of {batch} examples were mixed"
+  assert len(set(hard)) > 1  # some pairs hold two classes: the label check above is not only the smoothing
 
 
 def _wait_for_step(log_path, step, proc, timeout=240):
