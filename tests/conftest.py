@@ -5,6 +5,8 @@ Two logical CPUs let in-process tests run the multi-replica code (MirroredStrate
 TensorFlow op, hence here. Datasets are converted once per session, in-process (the
 converter's own tests run the script).
 """
+import os
+
 import pytest
 
 from slimflowers import devices
@@ -25,6 +27,25 @@ def tiny_dataset_with_test(tmp_path_factory):
   from tests import tiny_data  # pylint: disable=g-import-not-at-top
   return tiny_data.make_dataset(tmp_path_factory.mktemp("tiny_dataset_with_test"), num_classes=3, per_class=12,
                                 validation_size=0.25, test_size=0.25, size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset_with_test, tmp_path_factory):
+  """ONE finished tiny run shared by every test file that only needs a checkpoint (built once per xdist worker).
+
+  cifarnet on tiny_dataset_with_test with tiny_data.TINY_RUN flags: checkpoints at steps 2, 4 and 6. Its
+  `photos` are the dataset's source folder. Read it, never write into it: a test that damages, resumes or
+  evaluates into a run copies it first (shutil.copytree). The teardown fails the session if any file of it changed.
+  """
+  import types  # pylint: disable=g-import-not-at-top
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  train_dir = str(tmp_path_factory.mktemp("tiny_run") / "cifarnet")
+  tiny_data.train(train_dir, tiny_dataset_with_test, **tiny_data.TINY_RUN)
+  before = tiny_data.tree_digest(train_dir)
+  root = os.path.dirname(tiny_dataset_with_test)
+  yield types.SimpleNamespace(train_dir=train_dir, dataset_dir=tiny_dataset_with_test,
+                              photos=os.path.join(root, "photos"), root=root)
+  assert tiny_data.tree_digest(train_dir) == before, f"a test wrote into the shared run {train_dir}: copy it first"
 
 
 # The longest files first (their seconds in make test, 2026-11-28: 170, 154, 110, 79, 69, 60, 57, 43), so the two

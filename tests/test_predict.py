@@ -1,6 +1,6 @@
 """predict_image_classifier.py: one row per file, in order, with the checkpoint's probabilities or an error.
 
-One tiny cifarnet run and its export (SavedModel + float32 TFLite) are made in this process. The
+The shared tiny cifarnet run (conftest.py) and its export (SavedModel + float32 TFLite, made here). The
 expected probabilities come from the checkpoint read into a fresh `nets` model, with the evaluator's
 preprocessing (non-JPEG files decoded by PIL), never from slimflowers/predict.py or export.py.
 """
@@ -16,7 +16,6 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-import datasets
 import nets
 from slimflowers import errors
 from slimflowers import export
@@ -27,29 +26,15 @@ from tests import tiny_data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "predict_image_classifier.py")
 NAMES = ["class_0", "class_1", "class_2"]
+PREPROCESSING = tiny_data.TINY_RUN["preprocessing_name"]  # inception: JPEGs take the decode-and-crop path
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  import keras  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
-  tmp = tmp_path_factory.mktemp("run")
-  photos = tiny_data.write_folder(str(tmp / "photos"), num_classes=3, per_class=8)
-  data = str(tmp / "converted")
-  datasets.convert("folder", data, source=photos, validation_size=0.25, num_workers=1)
-  train_dir = str(tmp / "train")
-  policy = keras.mixed_precision.global_policy()
-  try:
-    train.run(train_flags.config(
-        train_dir=train_dir, dataset_dir=data, dataset_name="folder", model_name="cifarnet", train_image_size=32,
-        preprocessing_name="inception", batch_size=8, max_number_of_steps=20, optimizer="momentum",
-        learning_rate=0.05, save_interval_secs=0, log_every_n_steps=10, num_gpus=0))
-  finally:
-    keras.mixed_precision.set_global_policy(policy)
-  export_dir = str(tmp / "export")
-  export.export_run(train_dir, export_dir, quantize=("float32",))  # no --dataset_dir: not verified, fast
-  return {"photos": photos, "train_dir": train_dir, "export_dir": export_dir}
+def run(tiny_run, tmp_path_factory):
+  """The shared tiny run (conftest.py; inception preprocessing) and its float32 export."""
+  export_dir = str(tmp_path_factory.mktemp("export") / "export")
+  export.export_run(tiny_run.train_dir, export_dir, quantize=("float32",))  # no --dataset_dir: not verified, fast
+  return {"photos": tiny_run.photos, "train_dir": tiny_run.train_dir, "export_dir": export_dir}
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +75,9 @@ def inputs(run, tmp_path_factory):
     if name in ("broken.jpg", "empty.jpg", "notes.txt"):
       return None
     if name.endswith(".jpg"):
-      image = preprocessing.preprocess_eval(tf.constant(data), 32, "inception")
+      image = preprocessing.preprocess_eval(tf.constant(data), 32, PREPROCESSING)
     else:
-      image = preprocessing.preprocess_eval_image(tf.constant(np.asarray(pil(data).convert("RGB"))), 32, "inception")
+      image = preprocessing.preprocess_eval_image(tf.constant(np.asarray(pil(data).convert("RGB"))), 32, PREPROCESSING)
     return tf.nn.softmax(model(image[None], training=False)).numpy()[0]
 
   ordered = sorted(n for n in files if not n.startswith("."))
@@ -190,7 +175,7 @@ def test_a_run_that_has_not_finished_says_so(run, tmp_path, caplog):
   with caplog.at_level("WARNING"):
     predict.load_predictor(str(unfinished))
   (line,) = [r.getMessage() for r in caplog.records if "has not finished training" in r.getMessage()]
-  assert "its checkpoint at step 20 of 40, not from its final model" in line
+  assert "its checkpoint at step 6 of 40, not from its final model" in line
   caplog.clear()
   predict.load_predictor(run["train_dir"])
   assert not [r for r in caplog.records if "has not finished" in r.getMessage()]

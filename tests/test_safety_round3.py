@@ -67,7 +67,7 @@ from tests.test_safety import snapshot
 from tests.test_safety import start_script
 
 EXPORT, PREDICT, EVAL = "export_image_classifier.py", "predict_image_classifier.py", "eval_image_classifier.py"
-STEPS = 6  # the shared run: checkpoints at steps 2, 4 and 6
+STEPS = tiny_data.TINY_RUN["max_number_of_steps"]  # the shared run: checkpoints at steps 2, 4 and 6
 
 
 def assert_refused(error, *needles, exit_code=2):
@@ -120,20 +120,17 @@ def data_file(prefix):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  """{"dir": the converted dataset, "photos": its source folder}: 3 classes, train 27 / validation 9."""
-  tmp = tmp_path_factory.mktemp("round3_data")
-  converted = tiny_data.make_dataset(tmp, num_classes=3, per_class=12, size=32)
-  return {"dir": converted, "photos": os.path.join(str(tmp), "photos"), "root": str(tmp)}
+def data(tiny_run):
+  """{"dir": the converted dataset, "photos": its source folder, "root": both}: the shared tiny run's (conftest.py),
+  3 classes, train 18 / validation 9 / test 9."""
+  return {"dir": tiny_run.dataset_dir, "photos": tiny_run.photos, "root": tiny_run.root}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
-  """A finished cifarnet run of STEPS steps with ckpt-2, ckpt-4 and ckpt-6."""
-  train_dir = str(tmp_path_factory.mktemp("round3_run") / "cifarnet")
-  tiny_data.train(train_dir, data["dir"], max_number_of_steps=STEPS, save_interval_steps=2)
-  assert [checkpoints.checkpoint_number(p) for p in checkpoints.list_checkpoints(train_dir)] == [2, 4, 6]
-  return train_dir
+def trained(tiny_run):
+  """The shared finished cifarnet run of STEPS steps with ckpt-2, ckpt-4 and ckpt-6 (read only: `run` copies it)."""
+  assert [checkpoints.checkpoint_number(p) for p in checkpoints.list_checkpoints(tiny_run.train_dir)] == [2, 4, 6]
+  return tiny_run.train_dir
 
 
 @pytest.fixture
@@ -398,14 +395,16 @@ def test_converter_rerun_converts_a_damaged_directory_again(dataset, caplog):
   corrupt(bad, "flip")
   photos = snapshot(dataset["photos"])
   caplog.set_level("INFO", logger="absl")
-  meta = datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, num_workers=1)
+  meta = datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, test_size=0.25,
+                          num_workers=1)
   assert "nothing to do" not in caplog.text
   assert f"{bad} (train split) does not hold the bytes written (its sha256 differs: corrupted): converting" in \
       caplog.text
   assert records.shard_problems(dataset["dir"], meta, read_records=True) == []
   assert snapshot(dataset["photos"]) == photos
   caplog.clear()
-  datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, num_workers=1)
+  datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, test_size=0.25,
+                   num_workers=1)
   assert "already holds a complete conversion" in caplog.text  # and now it is
 
 
@@ -416,7 +415,7 @@ def test_verify_reads_every_record_and_names_the_bad_shard(dataset, data):
   damaged = run_script(CONVERT, "--dataset_name=folder", f"--dataset_dir={dataset['dir']}", "--verify", timeout=120)
   assert_user_error(damaged, CONVERT, bad, "(validation split)", "corrupted", "--overwrite")
   assert snapshot(os.path.dirname(dataset["dir"]), dir_mtimes=False) == before
-  assert datasets.verify("folder", data["dir"]) == {"train": 27, "validation": 9}  # what the good one reads
+  assert datasets.verify("folder", data["dir"]) == {"train": 18, "validation": 9, "test": 9}  # the good one
   os.truncate(bad, 0)  # no size and checksum to compare with (an older dataset.json): the records are read
   meta = records.read_metadata(dataset["dir"])
   for info in meta["splits"].values():
@@ -438,7 +437,7 @@ def test_resume_falls_back_past_a_truncated_newest_checkpoint_and_keeps_training
   with open(bad, "rb") as f:
     bad_bytes = f.read()
   caplog.set_level("INFO", logger="absl")
-  info = tiny_data.train(run, data["dir"], max_number_of_steps=10, save_interval_steps=2)
+  info = tiny_data.train(run, data["dir"], **dict(tiny_data.TINY_RUN, max_number_of_steps=10))
   assert re.search(r"Checkpoint .*ckpt-6 does not read completely \(Read less bytes than requested\): using the "
                    r"previous one, ckpt-4; its files are moved aside, never deleted: "
                    r"ckpt-6\.data-00000-of-00001\.unreadable, ckpt-6\.index\.unreadable", caplog.text)

@@ -353,12 +353,12 @@ MODELS = ("cifarnet", "mobilenet_v1_025")
 
 
 @pytest.mark.slow
-def test_study_end_to_end(tmp_path):
+def test_study_end_to_end(tiny_dataset_with_test, tmp_path):
   """Two tiny nets: trainers, validation evaluators beside them, test evaluations, exports, report; a re-run
   skips all."""
-  from tests import tiny_data  # pylint: disable=g-import-not-at-top
-  data = tiny_data.make_dataset(tmp_path / "data", num_classes=3, per_class=12, validation_size=0.25,
-                                test_size=0.25, size=32)
+  from slimflowers import metrics  # pylint: disable=g-import-not-at-top
+  from tests.test_evaluate import event_scalars  # pylint: disable=g-import-not-at-top
+  data = tiny_dataset_with_test  # conftest.py: 3 classes, 32 px, validation 9 / test 9
   runs = tmp_path / "runs"
   cmd = [sys.executable, "-m", "slimflowers.study", "--dataset_name=folder", f"--dataset_dir={data}",
          f"--models={','.join(MODELS)}", f"--runs_dir={runs}", "--eval_batch_size=8", "--eval_interval_secs=1",
@@ -376,7 +376,14 @@ def test_study_end_to_end(tmp_path):
     assert "--train_image_size=32" in (run / "flags.txt").read_text()
     assert (run / "train.log").stat().st_size > 0 and (run / "eval.log").stat().st_size > 0
     val = _jsonl(run / "eval_validation" / "results.jsonl")
-    assert 6 in [r["step"] for r in val] and all(r["num_examples"] == 9 for r in val)
+    assert all(r["num_examples"] == 9 for r in val)
+    # The evaluator followed its trainer: checkpoints it wrote (every 3 steps), each once, in order, the final
+    # one last, and TensorBoard's events hold every metric at each of them.
+    steps = [r["step"] for r in val]
+    assert steps == sorted(set(steps)) and steps[-1] == 6 and set(steps) <= {3, 6}, steps
+    scalars = event_scalars(str(run / "eval_validation"))
+    for key in metrics.EVAL_METRICS + ("confusion_matrix",):
+      assert set(scalars[key]) == set(steps), (model, key)
     test = _jsonl(run / "eval_test" / "results.jsonl")
     assert [(r["step"], r["split"], r["num_examples"]) for r in test] == [(6, "test", 9)]
     if _not_learning(run):  # (6 steps: cifarnet stays at chance) no best/, so no best on test, nothing exported

@@ -385,24 +385,40 @@ def test_sigterm_saves_the_current_step_and_a_restart_loses_nothing(data, tmp_pa
       np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=f"{k} ema={ema}")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(num_epochs=-1.0), "--num_epochs=-1.0 must be > 0"),
-    (dict(max_number_of_steps=-5), "--max_number_of_steps=-5 must be >= 1"),
-    (dict(model_name="resnet5"), "Unknown net 'resnet5'"),
-    (dict(crop_area_range=["0.5"]), "--crop_area_range=0.5: give MIN,MAX"),
-    (dict(crop_area_range=["0.5", "0.2"]), "--crop_area_range=0.5,0.2: use MIN,MAX"),
-    (dict(decoded_cache_mb=-1), "--decoded_cache_mb=-1 must be >= 0"),
-    (dict(max_number_of_steps=None, num_epochs=None), "Set --max_number_of_steps or --num_epochs"),
-])
-def test_bad_flags_are_one_line_user_errors(tmp_path, overrides, message):
-  """The checks behind the script's exit-2 errors (test_safety.py runs some through the script)."""
-  from slimflowers import train as train_lib, train_flags  # pylint: disable=g-import-not-at-top
-  flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=str(tmp_path / "data"),
-                max_number_of_steps=2)
-  flags_.update(overrides)
+# case: (flag overrides, what the one error line must say: the bad value and the fix). A case's train_dir is
+# tmp_path/run unless the case names another (a user's file, or a path below one).
+BAD_FLAGS = {
+    "negative_num_epochs": (dict(num_epochs=-1.0), ["--num_epochs=-1.0 must be > 0"]),
+    "negative_max_steps": (dict(max_number_of_steps=-5),
+                           ["--max_number_of_steps=-5 must be >= 1", "the global step to train until"]),
+    "no_length": (dict(max_number_of_steps=None, num_epochs=None), ["Set --max_number_of_steps or --num_epochs"]),
+    "unknown_model": (dict(model_name="resnet9000"),
+                      ["Unknown net 'resnet9000'", "Known nets:", "cifarnet", "mobilenet_v1_025"]),
+    "one_crop_area_value": (dict(crop_area_range=["0.5"]), ["--crop_area_range=0.5: give MIN,MAX", "0.25,1.0"]),
+    "crop_area_max_first": (dict(crop_area_range=["0.5", "0.2"]), ["--crop_area_range=0.5,0.2: use MIN,MAX"]),
+    "negative_cache": (dict(decoded_cache_mb=-1), ["--decoded_cache_mb=-1 must be >= 0"]),
+    "train_dir_is_a_file": ({}, ["is a file, not a directory", "Pass a directory"]),
+    "train_dir_below_a_file": ({}, ["--train_dir=", "not a directory"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_a_bad_training_flag_is_a_one_line_user_error_and_writes_nothing(data, tmp_path, case):
+  """The training program (train.run, in this process) on each bad flag: a UserError of one line naming the value
+  and the fix, before anything is written. Through the real script (exit 2, the line on stderr, --verbosity=1's
+  traceback): test_safety.py::test_wrong_trainer_flag_through_the_script_is_exit_2_and_one_line."""
+  overrides, needles = BAD_FLAGS[case]
+  train_dir = tmp_path / "run"
+  if case == "train_dir_is_a_file":
+    train_dir.write_text("a user's file")
+  elif case == "train_dir_below_a_file":
+    (tmp_path / "users_file").write_text("a user's file")
+    train_dir = tmp_path / "users_file" / "sub"
+  before = tiny_data.tree_digest(tmp_path)
   with pytest.raises(errors.UserError) as e:
-    train_lib.resolve_config(train_flags.config(**flags_))
-  assert message in str(e.value) and "\n" not in str(e.value).strip()
-  (tmp_path / "a_file").write_text("x")
-  with pytest.raises(errors.BadValue, match="is a file, not a directory"):
-    train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides, train_dir=str(tmp_path / "a_file"))))
+    _train(train_dir, data, **dict(dict(max_number_of_steps=2), **overrides))
+  line = str(e.value)
+  assert e.value.exit_code == 2 and "\n" not in line.strip(), line
+  for needle in needles:
+    assert needle in line, (needle, line)
+  assert tiny_data.tree_digest(tmp_path) == before  # no train_dir, no file of the user's touched
