@@ -459,7 +459,7 @@ def test_run_rejects_bad_paths(real_data, tmp_path):
     evaluate.run(strategy, checkpoint_path=prefix, **kwargs)
 
 
-def test_a_continuous_evaluator_started_first_follows_a_run_as_it_appears(tiny_run, tmp_path):
+def test_a_continuous_evaluator_started_first_follows_a_run_as_it_appears(tiny_run, tmp_path, caplog):
   """README's two terminals, the evaluator first and without --model_name: it waits for the run to appear, learns
   the net from it, evaluates each checkpoint as it is written, and exits on its own after the final one.
 
@@ -501,6 +501,7 @@ def test_a_continuous_evaluator_started_first_follows_a_run_as_it_appears(tiny_r
     except Exception as e:  # pylint: disable=broad-except
       problems.append(e)
 
+  caplog.set_level("INFO", logger="absl")  # the evaluator's "Waiting ..." line is INFO
   handler = Waiting()
   logging.getLogger().addHandler(handler)
   thread = threading.Thread(target=trainer)
