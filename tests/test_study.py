@@ -313,7 +313,7 @@ def _markdown_table(text):
   for line in lines[start:]:
     if not line.startswith("|"):
       break
-    table.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    table.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])])  # not at an escaped \|
   header, rule, body = table[0], table[1], table[2:]
   assert all(set(cell) <= set("-: ") for cell in rule), rule
   return [dict(zip(header, cells)) for cells in body]
