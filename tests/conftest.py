@@ -5,6 +5,8 @@ Two logical CPUs let in-process tests run the multi-replica code (MirroredStrate
 TensorFlow op, hence here. Datasets are converted once per session, in-process (the
 converter's own tests run the script).
 """
+import os
+
 import pytest
 
 from slimflowers.core import devices
@@ -27,12 +29,31 @@ def tiny_dataset_with_test(tmp_path_factory):
                                 validation_size=0.25, test_size=0.25, size=32)
 
 
-# The longest files first (their seconds in make test, 2026-11-28: 170, 154, 110, 79, 69, 60, 57, 43), so the two
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset_with_test, tmp_path_factory):
+  """ONE finished tiny run shared by every test file that only needs a checkpoint (built once per xdist worker).
+
+  cifarnet on tiny_dataset_with_test with tiny_data.TINY_RUN flags: checkpoints at steps 2, 4 and 6. Its
+  `photos` are the dataset's source folder. Read it, never write into it: a test that damages, resumes or
+  evaluates into a run copies it first (shutil.copytree). The teardown fails the session if any file of it changed.
+  """
+  import types  # pylint: disable=g-import-not-at-top
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  train_dir = str(tmp_path_factory.mktemp("tiny_run") / "cifarnet")
+  tiny_data.train(train_dir, tiny_dataset_with_test, **tiny_data.TINY_RUN)
+  before = tiny_data.tree_digest(train_dir)
+  root = os.path.dirname(tiny_dataset_with_test)
+  yield types.SimpleNamespace(train_dir=train_dir, dataset_dir=tiny_dataset_with_test,
+                              photos=os.path.join(root, "photos"), root=root)
+  assert tiny_data.tree_digest(train_dir) == before, f"a test wrote into the shared run {train_dir}: copy it first"
+
+
+# The longest files first (their seconds in make test, 2026-11-28: 170, 154, 110, 79, 69, 60, 57; test_preprocessing.py,
+# 43 then, left the list with its 2x500-step learning test, issue 21), so the two
 # pytest-xdist workers (--dist loadfile: a file at a time, in collection order) end together instead of one
 # running test_train.py alone at the end. Files not listed follow in their usual order.
 LONGEST_FILES_FIRST = ("test_train.py", "test_nets_weights.py", "test_safety.py", "test_study.py",
-                       "test_safety_round3.py", "test_multiworker.py", "test_cluster.py", "test_preprocessing.py",
-                       "test_nets.py")
+                       "test_safety_round3.py", "test_multiworker.py", "test_cluster.py", "test_nets.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -60,5 +60,7 @@ def test_python_m_nets_and_compare_are_quiet(tmp_path):
   assert code == 0 and "cifarnet" in out
   assert not any(n in err + out for n in NOISE), err[-2000:]
   code, out, err = _finish(compare_proc)
-  assert code != 0 and "is not a training run" in err
+  assert code == 2, err[-3000:]  # refused: README, "Exit codes"
+  (line,) = [line for line in err.splitlines() if line.strip()]  # one line, no traceback
+  assert ": error: " in line and "is not a training run" in line and "--train_dir" in line, line
   assert not any(n in err + out for n in NOISE), err[-2000:]

@@ -27,6 +27,7 @@ from slimflowers.eval import exact as exact_eval
 from slimflowers.core import fileio
 from slimflowers.eval import metrics
 from slimflowers.core import run_dir
+from tests import tiny_data
 
 NUM_CLASSES = 5
 SPLIT = 30
@@ -370,19 +371,12 @@ def test_final_step_from_max_steps_ends_without_run_info_finished(tmp_path, eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_SCRIPT = os.path.join(ROOT, "eval_image_classifier.py")
-TRAIN_SCRIPT = os.path.join(ROOT, "train_image_classifier.py")
 
 
 @pytest.fixture(scope="module")
-def real_data(tmp_path_factory):
-  """3 classes x 12 tiny JPEGs converted in-process by the real converter: a validation split of 9."""
-  import datasets  # pylint: disable=g-import-not-at-top
-  from tests import tiny_data  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("evaldata")
-  source = tiny_data.write_folder(str(root / "photos"), num_classes=3, per_class=12)
-  out = str(root / "converted")
-  datasets.convert("folder", out, source=source, num_workers=1, validation_size=0.25, test_size=0)
-  return out
+def real_data(tiny_dataset):
+  """conftest.py's 3 classes x 12 tiny JPEGs, converted by the real converter: a validation split of 9."""
+  return tiny_dataset
 
 
 def _eval_cmd(checkpoint_path, dataset_dir, *extra):
@@ -465,52 +459,74 @@ def test_run_rejects_bad_paths(real_data, tmp_path):
     evaluate.run(strategy, checkpoint_path=prefix, **kwargs)
 
 
-@pytest.mark.slow
-def test_trainer_and_continuous_evaluator_side_by_side(real_data, tmp_path):
-  """Two processes on one train_dir: the evaluator starts first, follows training, exits on its own."""
-  train_dir = tmp_path / "train"
+def test_a_continuous_evaluator_started_first_follows_a_run_as_it_appears(tiny_run, tmp_path, caplog):
+  """README's two terminals, the evaluator first and without --model_name: it waits for the run to appear, learns
+  the net from it, evaluates each checkpoint as it is written, and exits on its own after the final one.
+
+  The run appears as a trainer writes it (run_info.json, then one checkpoint at a time, `finished` last), copied
+  from the shared tiny run in a thread; each checkpoint waits (bounded) until the previous one was evaluated, so
+  every step is evaluated. Real trainer and evaluator processes side by side: test_study.py::test_study_end_to_end.
+  """
+  import logging  # pylint: disable=g-import-not-at-top
+  source, train_dir = tiny_run.train_dir, tmp_path / "train"
   eval_dir = train_dir / "eval_validation"
-  max_steps = 240
-  log = tmp_path / "eval.log"
-  with open(log, "w") as log_file:  # the project's lines (stdout) and the rest (stderr), as a user's terminal
-    # As the README's two terminals: no --model_name, the evaluator learns it from the run once it appears.
-    cmd = [arg for arg in _eval_cmd(train_dir, real_data, "--continuous", "--eval_interval_secs=0.2",
-                                    "--eval_timeout_secs=240", "--batch_size=4") if arg != "--model_name=cifarnet"]
-    evaluator = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-  # The trainer starts once the evaluator waits for the run to appear (the README's two terminals, the
-  # evaluator first), so the evaluator is there for the early checkpoints even on a fast machine.
-  deadline = time.time() + 120
-  while "for a training run to appear" not in log.read_text() and evaluator.poll() is None and time.time() < deadline:
-    time.sleep(0.1)
-  assert "for a training run to appear" in log.read_text(), log.read_text()[-4000:]
-  trainer = subprocess.run(
-      [sys.executable, TRAIN_SCRIPT, f"--train_dir={train_dir}", f"--dataset_dir={real_data}",
-       "--dataset_name=folder", "--model_name=cifarnet", "--batch_size=8", "--optimizer=momentum",
-       "--learning_rate=0.05", f"--max_number_of_steps={max_steps}", "--save_interval_steps=40",
-       "--steps_per_loop=20", "--save_interval_secs=0", "--num_gpus=0"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert trainer.returncode == 0, trainer.stderr[-4000:]
+  written, problems = [], []
+  waiting = threading.Event()
+
+  class Waiting(logging.Handler):
+    def emit(self, record):
+      if "for a training run to appear" in record.getMessage():
+        waiting.set()
+
+  def copy(name):  # as TensorFlow and fileio write: a temporary name, then a rename
+    shutil.copy(os.path.join(source, name), train_dir / (name + ".tmp"))
+    os.replace(train_dir / (name + ".tmp"), train_dir / name)
+
+  def trainer():
+    try:
+      assert waiting.wait(120), "the evaluator never said it waits for the run"
+      train_dir.mkdir()
+      info = run_dir.read_run_info(source)
+      unfinished = {k: v for k, v in info.items() if k != "final_step"}
+      fileio.write_json_atomic(str(train_dir / "run_info.json"), {**unfinished, "finished": False})
+      for prefix in checkpoints.list_checkpoints(source):
+        for path in sorted(glob.glob(prefix + ".*"), key=lambda p: p.endswith(".index")):  # the index last
+          copy(os.path.basename(path))
+        step = checkpoints.checkpoint_number(prefix)
+        written.append(step)
+        deadline = time.monotonic() + 120
+        while step not in (steps_in(str(eval_dir)) if eval_dir.exists() else []) and time.monotonic() < deadline:
+          time.sleep(0.05)
+      copy("run_info.json")  # finished, with its final step
+    except Exception as e:  # pylint: disable=broad-except
+      problems.append(e)
+
+  caplog.set_level("INFO", logger="absl")  # the evaluator's "Waiting ..." line is INFO
+  handler = Waiting()
+  logging.getLogger().addHandler(handler)
+  thread = threading.Thread(target=trainer)
+  thread.start()
   try:
-    evaluator.communicate(timeout=120)
-    out = log.read_text()
-  except subprocess.TimeoutExpired:
-    evaluator.kill()
-    evaluator.communicate()
-    raise AssertionError(f"the evaluator did not exit on its own after the final step:\n{log.read_text()[-4000:]}")
-  assert evaluator.returncode == 0, log.read_text()[-4000:]
+    results = evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
+                           dataset_dir=tiny_run.dataset_dir, batch_size=4, continuous=True, eval_interval_secs=0.05,
+                           eval_timeout_secs=120)
+  finally:
+    logging.getLogger().removeHandler(handler)
+    thread.join(timeout=300)
+  assert not problems and not thread.is_alive(), problems
   steps = steps_in(str(eval_dir))
-  assert steps[-1] == max_steps and len(steps) >= 2 and steps == sorted(set(steps)), steps
-  written = {checkpoints.read_global_step(p) for p in checkpoints.list_checkpoints(str(train_dir))}
-  assert set(steps) <= written, (steps, written)
+  assert written == [2, 4, FINAL] and steps == written, (written, steps)
+  assert [r["step"] for r in results] == steps and all(r["num_examples"] == 9 for r in results)
   scalars = event_scalars(str(eval_dir))
   for key in metrics.EVAL_METRICS + ("confusion_matrix",):
     assert set(scalars[key]) == set(steps), key
-  with open(eval_dir / "best" / "best.json") as f:
-    best = json.load(f)
-  accuracies = {r["step"]: r["accuracy"] for r in run_dir.read_results(str(eval_dir))}
-  assert best["metrics"]["accuracy"] == max(accuracies.values())
-  assert best["step"] == min(s for s, a in accuracies.items() if a == best["metrics"]["accuracy"])
-  assert f"step {max_steps}: accuracy=" in out
+  best = run_dir.read_best(str(eval_dir))
+  learning = {r["step"]: r["accuracy"] for r in run_dir.read_results(str(eval_dir)) if not r["sanity"]["at_chance"]}
+  if learning:  # best/ is the earliest of the highest accuracy among the results not at chance
+    assert best["metrics"]["accuracy"] == max(learning.values())
+    assert best["step"] == min(s for s, a in learning.items() if a == best["metrics"]["accuracy"])
+  else:
+    assert best == {}
 
 
 def test_a_result_at_chance_or_far_below_training_is_called_out_and_never_best(real_data, tmp_path, caplog):
@@ -533,12 +549,15 @@ def test_a_result_at_chance_or_far_below_training_is_called_out_and_never_best(r
       train_dir / "eval_validation" / "best")  # a chance-level checkpoint is never "best"
 
 
-@pytest.fixture(scope="module")
-def finished_run(tiny_dataset_with_test, tmp_path_factory):
-  from tests import tiny_data  # pylint: disable=g-import-not-at-top
-  run = tmp_path_factory.mktemp("finished") / "run"
-  tiny_data.train(run, tiny_dataset_with_test, max_number_of_steps=4, save_interval_steps=2)
-  return run, tiny_dataset_with_test
+FINAL = tiny_data.TINY_RUN["max_number_of_steps"]  # the shared run's final step
+
+
+@pytest.fixture
+def finished_run(tiny_run, tmp_path):
+  """A copy of the shared tiny run (conftest.py: finished at step 6, checkpoints at 2, 4, 6), and its dataset."""
+  copy = tmp_path / "run"
+  shutil.copytree(tiny_run.train_dir, copy)
+  return copy, tiny_run.dataset_dir
 
 
 def _evaluate_continuously(run, data, **kwargs):
@@ -551,9 +570,7 @@ def test_final_splits_wait_for_a_trainer_that_says_finished_after_its_final_chec
     finished_run, tmp_path, monkeypatch):
   """The race of issue 20, made deterministic: the run says `finished` only on the twentieth look at run_info.json
   after the evaluator recorded the final step (as a trainer still busy after its last save)."""
-  run, data = finished_run
-  copy = tmp_path / "run"
-  shutil.copytree(run, copy)
+  copy, data = finished_run
   eval_dir = str(copy / "eval_validation")
   real = run_dir.read_run_info
   looks = []
@@ -561,7 +578,7 @@ def test_final_splits_wait_for_a_trainer_that_says_finished_after_its_final_chec
   def trainer_busy_after_its_last_save(train_dir, strict=False):
     info = dict(real(train_dir, strict))
     if os.path.normpath(str(train_dir)) == os.path.normpath(str(copy)):
-      if 4 in run_dir.evaluated_steps(eval_dir):
+      if FINAL in run_dir.evaluated_steps(eval_dir):
         looks.append(1)
       if len(looks) < 20:
         info["finished"] = False
@@ -570,25 +587,23 @@ def test_final_splits_wait_for_a_trainer_that_says_finished_after_its_final_chec
   monkeypatch.setattr(run_dir, "read_run_info", trainer_busy_after_its_last_save)
   _evaluate_continuously(copy, data, eval_timeout_secs=60)
   assert len(looks) >= 20
-  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [4]
+  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [FINAL]
   best = run_dir.read_best(eval_dir).get("step")
   if best is not None:  # no best/ when every checkpoint was at chance
     assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test_best"))] == [best]
 
 
 def test_final_splits_never_silently_do_nothing(finished_run, tmp_path, caplog):
-  run, data = finished_run
-  copy = tmp_path / "run"
-  shutil.copytree(run, copy)
+  copy, data = finished_run
   info = json.loads((copy / "run_info.json").read_text())
-  info.update(finished=False, max_steps=8)
+  info.update(finished=False, max_steps=2 * FINAL)
   del info["final_step"]
   (copy / "run_info.json").write_text(json.dumps(info))
   with caplog.at_level("WARNING"):
     _evaluate_continuously(copy, data, eval_timeout_secs=0.3, dataset_split_name="validation")
   lines = [r.getMessage() for r in caplog.records]
   assert any("--final_eval_splits=test not evaluated: the run in" in m and "has not finished (its newest checkpoint "
-             "is step 4 of 8 steps)" in m for m in lines), lines
+             f"is step {FINAL} of {2 * FINAL} steps)" in m for m in lines), lines
   assert not (copy / "eval_test").exists()
   caplog.clear()
   with caplog.at_level("WARNING"):
@@ -596,8 +611,9 @@ def test_final_splits_never_silently_do_nothing(finished_run, tmp_path, caplog):
                  batch_size=3, final_eval_splits=["validation", "test"])
   lines = [r.getMessage() for r in caplog.records]
   assert any("validation is the split this evaluator evaluates already" in m for m in lines), lines
-  assert any("evaluating ckpt-4, the checkpoint given, which is not the final checkpoint" in m for m in lines), lines
-  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [4]
+  assert any(f"evaluating ckpt-{FINAL}, the checkpoint given, which is not the final checkpoint" in m
+             for m in lines), lines
+  assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test"))] == [FINAL]
 
 
 def test_a_continuous_evaluator_waits_for_its_run_to_appear(tmp_path):

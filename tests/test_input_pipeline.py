@@ -114,12 +114,37 @@ def test_two_input_pipelines_split_every_global_batch(splits):
       np.testing.assert_array_equal(parts[p][step][1], labels[p::2])
 
 
-@pytest.mark.slow  # tracing RandAugment's many branches takes seconds
-def test_randaugment_and_random_erasing_run(splits):
+def test_random_erasing_replaces_one_rectangle_of_each_image_with_noise(splits):
+  """--random_erasing=1.0 against the same batch without: each image differs inside one rectangle of 2-33 % of its
+  area (official.vision.ops.augment.RandomErasing, clipped at the border), filled with N(0, 1) noise, and only there."""
   train, _ = splits
-  images, labels = next(iter(_train(train, augment="randaugment", random_erasing=1.0)))
-  assert images.shape == (4, SIZE, SIZE, 3) and labels.shape == (4,)
-  assert np.isfinite(images.numpy()).all()
+  (plain, labels), = _take(_train(train), 1)
+  (erased, erased_labels), = _take(_train(train, random_erasing=1.0), 1)
+  np.testing.assert_array_equal(erased_labels, labels)  # the same examples: only the erasing differs
+  for i in range(len(labels)):
+    differs = np.any(erased[i] != plain[i], axis=-1)
+    rows, cols = np.nonzero(differs.any(axis=1))[0], np.nonzero(differs.any(axis=0))[0]
+    assert rows.size and cols.size, f"image {i} was not erased"
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    assert differs[box].all() and differs.sum() == differs[box].sum(), f"image {i}: not one rectangle"
+    assert differs.mean() <= 1 / 3 + 0.05, (i, differs.mean())
+    noise = erased[i][box]
+    assert noise.size >= 12 and abs(noise.mean()) < 1.0 and 0.3 < noise.std() < 2.0, (i, noise.mean(), noise.std())
+    assert np.abs(noise).max() > 1.0 or noise.size < 60  # N(0, 1), not the [-1, 1] image
+  with pytest.raises(ValueError, match="random_erasing=1.5 is a probability"):
+    _train(train, random_erasing=1.5)
+
+
+@pytest.mark.slow  # tracing RandAugment's many branches takes seconds
+def test_randaugment_changes_the_images_and_keeps_their_range(splits):
+  """--augment=randaugment against the same batch without: the same examples, other pixels, still in [-1, 1]."""
+  train, _ = splits
+  (plain, labels), = _take(_train(train, batch_size=8), 1)
+  (augmented, augmented_labels), = _take(_train(train, batch_size=8, augment="randaugment"), 1)
+  np.testing.assert_array_equal(augmented_labels, labels)
+  assert augmented.shape == (8, SIZE, SIZE, 3) and -1.0 <= augmented.min() and augmented.max() <= 1.0
+  changed = [float(np.abs(augmented[i] - plain[i]).mean()) for i in range(8)]
+  assert sum(c > 0.02 for c in changed) >= 6, changed  # two random ops per image at magnitude 10
   with pytest.raises(ValueError, match="Unknown augment 'mixup'. Known: none, randaugment, autoaugment"):
     _train(train, augment="mixup")
 

@@ -1,6 +1,6 @@
 """predict_image_classifier.py: one row per file, in order, with the checkpoint's probabilities or an error.
 
-One tiny cifarnet run and its export (SavedModel + float32 TFLite) are made in this process. The
+The shared tiny cifarnet run (conftest.py) and its export (SavedModel + float32 TFLite, made here). The
 expected probabilities come from the checkpoint read into a fresh `nets` model, with the evaluator's
 preprocessing (non-JPEG files decoded by PIL), never from slimflowers/deploy/predict.py or export.py.
 """
@@ -16,7 +16,6 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-import datasets
 import nets
 from slimflowers.core import errors
 from slimflowers.deploy import export
@@ -27,29 +26,15 @@ from tests import tiny_data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "predict_image_classifier.py")
 NAMES = ["class_0", "class_1", "class_2"]
+PREPROCESSING = tiny_data.TINY_RUN["preprocessing_name"]  # inception: JPEGs take the decode-and-crop path
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  import keras  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
-  tmp = tmp_path_factory.mktemp("run")
-  photos = tiny_data.write_folder(str(tmp / "photos"), num_classes=3, per_class=8)
-  data = str(tmp / "converted")
-  datasets.convert("folder", data, source=photos, validation_size=0.25, num_workers=1)
-  train_dir = str(tmp / "train")
-  policy = keras.mixed_precision.global_policy()
-  try:
-    train.run(train_flags.config(
-        train_dir=train_dir, dataset_dir=data, dataset_name="folder", model_name="cifarnet", train_image_size=32,
-        preprocessing_name="inception", batch_size=8, max_number_of_steps=20, optimizer="momentum",
-        learning_rate=0.05, save_interval_secs=0, log_every_n_steps=10, num_gpus=0))
-  finally:
-    keras.mixed_precision.set_global_policy(policy)
-  export_dir = str(tmp / "export")
-  export.export_run(train_dir, export_dir, quantize=("float32",))  # no --dataset_dir: not verified, fast
-  return {"photos": photos, "train_dir": train_dir, "export_dir": export_dir}
+def run(tiny_run, tmp_path_factory):
+  """The shared tiny run (conftest.py; inception preprocessing) and its float32 export."""
+  export_dir = str(tmp_path_factory.mktemp("export") / "export")
+  export.export_run(tiny_run.train_dir, export_dir, quantize=("float32",))  # no --dataset_dir: not verified, fast
+  return {"photos": tiny_run.photos, "train_dir": tiny_run.train_dir, "export_dir": export_dir}
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +75,9 @@ def inputs(run, tmp_path_factory):
     if name in ("broken.jpg", "empty.jpg", "notes.txt"):
       return None
     if name.endswith(".jpg"):
-      image = preprocessing.preprocess_eval(tf.constant(data), 32, "inception")
+      image = preprocessing.preprocess_eval(tf.constant(data), 32, PREPROCESSING)
     else:
-      image = preprocessing.preprocess_eval_image(tf.constant(np.asarray(pil(data).convert("RGB"))), 32, "inception")
+      image = preprocessing.preprocess_eval_image(tf.constant(np.asarray(pil(data).convert("RGB"))), 32, PREPROCESSING)
     return tf.nn.softmax(model(image[None], training=False)).numpy()[0]
 
   ordered = sorted(n for n in files if not n.startswith("."))
@@ -109,13 +94,30 @@ def _check_row(path, labels, probabilities, error, expected, top_k, atol):
   np.testing.assert_allclose(probabilities, expected[best], atol=atol, err_msg=path)
 
 
+def _start(*args):
+  return subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=ROOT)
+
+
+def _finish(proc):
+  out, err = proc.communicate(timeout=300)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def test_cli_writes_one_csv_row_per_file_with_error_rows(run, inputs, tmp_path):
+  """The real script twice, started at once: a folder (exit 0, error rows), and only unreadable files (exit 1)."""
   folder, expected = inputs
   output = str(tmp_path / "predictions.csv")
-  proc = subprocess.run([sys.executable, SCRIPT, f"--model={run['export_dir']}", folder, "--top_k=2",
-                         f"--output={output}", "--batch_size=2"], capture_output=True, text=True, cwd=ROOT,
-                        timeout=300, check=False)
+  nothing_output = tmp_path / "nothing.csv"
+  good = _start(f"--model={run['export_dir']}", folder, "--top_k=2", f"--output={output}", "--batch_size=2")
+  nothing = _start(f"--model={run['export_dir']}", os.path.join(folder, "notes.txt"),
+                   os.path.join(folder, "broken.jpg"), f"--output={nothing_output}")
+  proc, nothing = _finish(good), _finish(nothing)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # README, "Exit codes": 1 when the command ran and no file could be classified; one line, no traceback.
+  assert nothing.returncode == 1, nothing.stderr[-3000:]
+  (line,) = [line for line in nothing.stderr.splitlines() if line.strip()]
+  assert line.startswith("predict_image_classifier.py: error: None of the 2 file"), line
   with open(output) as f:
     rows = list(csv.reader(f))
   assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "error"]
@@ -161,7 +163,7 @@ def test_no_classifiable_file_is_an_error(run, inputs):
   folder, _ = inputs
   with pytest.raises(predict.NothingClassified, match="None of the 2 file"):
     predict.run(run["export_dir"], [os.path.join(folder, "notes.txt"), os.path.join(folder, "broken.jpg")])
-  assert predict.NothingClassified.exit_code != 0
+  # The exit code of the script in that case (1): test_cli_writes_one_csv_row_per_file_with_error_rows.
 
 
 def test_a_run_that_has_not_finished_says_so(run, tmp_path, caplog):
@@ -173,7 +175,7 @@ def test_a_run_that_has_not_finished_says_so(run, tmp_path, caplog):
   with caplog.at_level("WARNING"):
     predict.load_predictor(str(unfinished))
   (line,) = [r.getMessage() for r in caplog.records if "has not finished training" in r.getMessage()]
-  assert "its checkpoint at step 20 of 40, not from its final model" in line
+  assert "its checkpoint at step 6 of 40, not from its final model" in line
   caplog.clear()
   predict.load_predictor(run["train_dir"])
   assert not [r for r in caplog.records if "has not finished" in r.getMessage()]

@@ -543,25 +543,6 @@ def test_synthetic_flowers_into_a_users_photo_folder_is_refused(tmp_path):
 
 TRAINER_FLAGS = ["--dataset_name=folder", "--model_name=cifarnet", "--train_image_size=32", "--batch_size=8",
                  "--save_interval_secs=0", "--optimizer=momentum", "--learning_rate=0.05"]
-# case: (flags, what the one error line must say: the bad value and the fix)
-TRAINER_ERRORS = {
-    "negative_num_epochs": (["--num_epochs=-1"], ["--num_epochs=-1.0 must be > 0"]),
-    "negative_max_steps": (["--max_number_of_steps=-5"],
-                           ["--max_number_of_steps=-5 must be >= 1", "the global step to train until"]),
-    "unknown_model": (["--model_name=resnet9000", "--max_number_of_steps=1"],
-                      ["Unknown net 'resnet9000'", "Known nets:", "cifarnet", "mobilenet_v1_025"]),
-    "one_crop_area_value": (["--crop_area_range=0.5", "--max_number_of_steps=1"],
-                            ["--crop_area_range=0.5: give MIN,MAX", "0.25,1.0"]),
-    "train_dir_is_a_file": (["--max_number_of_steps=1"], ["is a file, not a directory", "Pass a directory"]),
-    "train_dir_below_a_file": (["--max_number_of_steps=1"], ["--train_dir=", "not a directory"]),
-}
-
-
-@pytest.fixture(scope="module")
-def trainer_data(tmp_path_factory):
-  """3 classes x 6 good 32 px photos, converted (train 14 / validation 4)."""
-  tmp = tmp_path_factory.mktemp("trainer_data")
-  return convert_photos(str(tmp / "photos"), str(tmp / "data"), num_classes=3, per_class=6)
 
 
 def trainer_args(train_dir, dataset_dir, *extra):
@@ -569,52 +550,37 @@ def trainer_args(train_dir, dataset_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def trainer_errors(tmp_path_factory, trainer_data):
-  """Every TRAINER_ERRORS case (and one with --verbosity=1) run at once: each is a TensorFlow start-up."""
-  tmp = tmp_path_factory.mktemp("trainer_errors")
-  cases = dict(TRAINER_ERRORS, verbose=(["--num_epochs=-1", "--verbosity=1"], []))
-  started = {}
-  for case, (extra, _) in cases.items():
-    train_dir = tmp / case
-    if case == "train_dir_is_a_file":
-      train_dir.write_text("a user's file")
-    elif case == "train_dir_below_a_file":
-      (tmp / "users_file").write_text("a user's file")
-      train_dir = tmp / "users_file" / "sub"
-    watched = train_dir if case != "train_dir_below_a_file" else tmp / "users_file"
-    started[case] = (train_dir, snapshot(watched) if watched.exists() else None, watched,
-                     start_script(TRAIN, *trainer_args(train_dir, trainer_data, *extra)))
-  return {case: types.SimpleNamespace(train_dir=d, before=b, watched=w, proc=finish(p))
-          for case, (d, b, w, p) in started.items()}
+def trainer_data(tiny_run):
+  """The shared tiny run's dataset (conftest.py): 3 classes of 32 px photos."""
+  return tiny_run.dataset_dir
 
 
-@pytest.mark.parametrize("case", sorted(TRAINER_ERRORS))
-@pytest.mark.slow  # seven trainer processes (each starts TensorFlow); the library's checks are tested fast
-def test_wrong_trainer_flag_is_a_one_line_error_and_writes_nothing(trainer_errors, case):
-  run = trainer_errors[case]
-  if run.before is None:
-    assert not os.path.lexists(run.train_dir), "a refused run created its --train_dir"
-  else:
-    assert snapshot(run.watched) == run.before
-  assert_user_error(run.proc, TRAIN, *TRAINER_ERRORS[case][1])
-
-
-@pytest.mark.slow
-def test_verbosity_1_shows_the_traceback_of_an_expected_error(trainer_errors):
-  proc = trainer_errors["verbose"].proc
-  assert proc.returncode == 2
-  assert "Traceback (most recent call last)" in proc.stderr and "slimflowers.core.errors.BadValue" in proc.stderr
-  last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+@pytest.mark.slow  # two trainer processes (each starts TensorFlow); every bad flag is tested in-process
+def test_wrong_trainer_flag_through_the_script_is_exit_2_and_one_line(tmp_path, trainer_data):
+  """What the script makes of the training program's UserError (test_train.py::test_a_bad_training_flag_*, every
+  case): exit 2, one `train_image_classifier.py: error: ...` line, nothing written; --verbosity=1 adds the
+  traceback before that same line. Both processes run at once."""
+  (tmp_path / "users_file").write_text("a user's file")
+  before = snapshot(tmp_path)
+  below_a_file = start_script(TRAIN, *trainer_args(tmp_path / "users_file" / "sub", trainer_data,
+                                                   "--max_number_of_steps=1"))
+  verbose = start_script(TRAIN, *trainer_args(tmp_path / "verbose", trainer_data, "--num_epochs=-1", "--verbosity=1"))
+  below_a_file, verbose = finish(below_a_file), finish(verbose)
+  assert_user_error(below_a_file, TRAIN, "--train_dir=", "not a directory")
+  assert snapshot(tmp_path) == before  # nothing created, the user's file untouched
+  assert verbose.returncode == 2
+  assert "Traceback (most recent call last)" in verbose.stderr and "slimflowers.core.errors.BadValue" in verbose.stderr
+  last = [line for line in verbose.stderr.splitlines() if line.strip()][-1]
   assert last == f"{TRAIN}: error: --num_epochs=-1.0 must be > 0."
+  assert not (tmp_path / "verbose").exists()
 
 
-@pytest.fixture(scope="module")
-def cifarnet_run(tmp_path_factory, trainer_data):
-  """A finished 1-step cifarnet run (3 classes), trained with umask 022."""
-  train_dir = tmp_path_factory.mktemp("cifarnet_run") / "run"
-  proc = run_script(TRAIN, *trainer_args(train_dir, trainer_data, "--max_number_of_steps=1"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return train_dir
+@pytest.fixture
+def cifarnet_run(tiny_run, tmp_path):
+  """A copy of the shared finished cifarnet run (conftest.py; 3 classes), to resume, lock or evaluate into."""
+  copy = tmp_path / "cifarnet_run"
+  shutil.copytree(tiny_run.train_dir, copy)
+  return copy
 
 
 @pytest.mark.slow
@@ -670,45 +636,56 @@ def test_second_converter_on_a_dataset_dir_is_refused_naming_the_holder(tmp_path
 
 
 @pytest.mark.slow
-def test_second_trainer_is_refused_naming_the_first_which_finishes_alone(tmp_path, trainer_data):
+def test_second_trainer_is_refused_naming_the_first_which_keeps_training(tmp_path, trainer_data):
+  """The first trainer (no end in sight: 10**6 steps) holds the lock; the second is refused; then SIGTERM stops the
+  first (exit 42, README "Exit codes") with every checkpoint its own. Its files get the umask's usual modes."""
   train_dir = tmp_path / "run"
   pid = dead_pid()
   stale_lock(str(train_dir), pid, TRAIN)  # a killed trainer's lock: the first one takes it over
   lock_file = train_dir / locks.LOCK_NAME
-  first = start_script(TRAIN, *trainer_args(train_dir, trainer_data, "--max_number_of_steps=1500",
-                                            "--save_interval_steps=500", "--log_every_n_steps=100"))
+  log = tmp_path / "first.log"
+  with open(log, "w") as out:  # a file, not a pipe: nobody reads it while the first trainer runs
+    first = start_script(TRAIN, *trainer_args(train_dir, trainer_data, "--max_number_of_steps=1000000",
+                                              "--save_interval_steps=4", "--steps_per_loop=2",
+                                              "--log_every_n_steps=2"), stdout=out, stderr=subprocess.STDOUT)
   try:
     deadline = time.time() + 180
-    while time.time() < deadline and first.poll() is None:
+    while time.time() < deadline and first.poll() is None:  # until it holds the lock and has saved a checkpoint
       with contextlib.suppress(OSError, ValueError):
-        if json.loads(lock_file.read_text())["pid"] == first.pid:
+        if json.loads(lock_file.read_text())["pid"] == first.pid and tf.train.latest_checkpoint(str(train_dir)):
           break
       time.sleep(0.05)
-    assert first.poll() is None, "the first trainer ended before it held the lock"
+    assert first.poll() is None, f"the first trainer ended before it held the lock:\n{log.read_text()[-3000:]}"
     second = run_script(TRAIN, *trainer_args(train_dir, trainer_data, "--max_number_of_steps=7",
                                              "--learning_rate=0.123"))
-    first_still_running = first.poll() is None
-    first_run = finish(first)
+    assert first.poll() is None, f"the first trainer ended:\n{log.read_text()[-3000:]}"
+    first.send_signal(signal.SIGTERM)
+    first_code = first.wait(timeout=120)
   finally:
     if first.poll() is None:
       first.kill()
-  assert first_still_running, "the first trainer finished before the second was refused: make it longer"
+      first.wait()
   assert_user_error(second, TRAIN, f"{train_dir} is in use by {TRAIN} (pid {first.pid} on",
                     "Wait for it to finish or stop it")
-  assert first_run.returncode == 0, first_run.stderr[-3000:]
-  assert f"Taking over the stale lock {lock_file}" in first_run.stdout
-  assert f"process {pid} no longer runs on this host" in first_run.stdout
+  first_log = log.read_text()
+  assert first_code == 42, first_log[-3000:]
+  assert f"Taking over the stale lock {lock_file}" in first_log
+  assert f"process {pid} no longer runs on this host" in first_log
   flags_txt = (train_dir / "flags.txt").read_text().splitlines()
-  assert "--learning_rate=0.05" in flags_txt and "--max_number_of_steps=1500" in flags_txt
-  # Every checkpoint is the first run's: at the end of one of its 100-step loops, the last at its final step
+  assert "--learning_rate=0.05" in flags_txt and "--max_number_of_steps=1000000" in flags_txt
+  # Every checkpoint is the first run's: at multiples of its 4-step interval, the last where SIGTERM stopped it
   # (the second, had it trained, would have saved step 7). All hold cifarnet with the data's 3 classes.
   saved = checkpoints.list_checkpoints(str(train_dir))
   steps = [checkpoints.checkpoint_number(p) for p in saved]
-  assert steps[-1] == 1500 and all(s % 100 == 0 for s in steps), steps
+  assert steps and 7 not in steps and all(s % 4 == 0 for s in steps[:-1]), steps
   assert all(checkpoints.read_model_config(p)["model_name"] == "cifarnet" for p in saved)
   info = run_dir.read_run_info(str(train_dir))
-  assert info["finished"] and info["final_step"] == info["max_steps"] == 1500
+  assert not info["finished"] and info["max_steps"] == 1000000
   assert not lock_file.exists()
+  # The files a trainer writes get the umask's usual modes (start_script: umask 022), not private ones.
+  assert _mode(train_dir) == 0o755 and _mode(train_dir / run_dir.TRAIN_SUBDIR) == 0o755
+  for name in (run_dir.FLAGS_TXT, run_dir.RUN_INFO):
+    assert _mode(train_dir / name) == 0o644, name
 
 
 @pytest.mark.slow
@@ -1030,10 +1007,3 @@ def test_converted_files_and_extracted_trees_get_the_umasks_modes(tmp_path, monk
   assert len(entries) == 5 + 10 + 1
   for path in entries:
     assert _mode(path) == (0o755 if os.path.isdir(path) else 0o644), path
-
-
-@pytest.mark.slow
-def test_trainer_files_get_the_umasks_modes(cifarnet_run):
-  assert _mode(cifarnet_run) == 0o755 and _mode(cifarnet_run / run_dir.TRAIN_SUBDIR) == 0o755
-  for name in (run_dir.FLAGS_TXT, run_dir.RUN_INFO):
-    assert _mode(cifarnet_run / name) == 0o644, name

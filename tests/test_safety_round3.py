@@ -52,9 +52,10 @@ from slimflowers.core import checkpoints
 from slimflowers.core import errors
 from slimflowers.eval import program as evaluate
 from slimflowers.deploy import export
-from slimflowers.deploy import verification
-from slimflowers.deploy import serving
 from slimflowers.deploy import export_files
+from slimflowers.deploy import serving
+from slimflowers.deploy import verification
+from slimflowers.core import fileio
 from slimflowers.deploy import predict
 from slimflowers.core import run_dir
 from tests import bad_inputs
@@ -70,7 +71,7 @@ from tests.test_safety import snapshot
 from tests.test_safety import start_script
 
 EXPORT, PREDICT, EVAL = "export_image_classifier.py", "predict_image_classifier.py", "eval_image_classifier.py"
-STEPS = 6  # the shared run: checkpoints at steps 2, 4 and 6
+STEPS = tiny_data.TINY_RUN["max_number_of_steps"]  # the shared run: checkpoints at steps 2, 4 and 6
 
 
 def assert_refused(error, *needles, exit_code=2):
@@ -123,20 +124,17 @@ def data_file(prefix):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  """{"dir": the converted dataset, "photos": its source folder}: 3 classes, train 27 / validation 9."""
-  tmp = tmp_path_factory.mktemp("round3_data")
-  converted = tiny_data.make_dataset(tmp, num_classes=3, per_class=12, size=32)
-  return {"dir": converted, "photos": os.path.join(str(tmp), "photos"), "root": str(tmp)}
+def data(tiny_run):
+  """{"dir": the converted dataset, "photos": its source folder, "root": both}: the shared tiny run's (conftest.py),
+  3 classes, train 18 / validation 9 / test 9."""
+  return {"dir": tiny_run.dataset_dir, "photos": tiny_run.photos, "root": tiny_run.root}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
-  """A finished cifarnet run of STEPS steps with ckpt-2, ckpt-4 and ckpt-6."""
-  train_dir = str(tmp_path_factory.mktemp("round3_run") / "cifarnet")
-  tiny_data.train(train_dir, data["dir"], max_number_of_steps=STEPS, save_interval_steps=2)
-  assert [checkpoints.checkpoint_number(p) for p in checkpoints.list_checkpoints(train_dir)] == [2, 4, 6]
-  return train_dir
+def trained(tiny_run):
+  """The shared finished cifarnet run of STEPS steps with ckpt-2, ckpt-4 and ckpt-6 (read only: `run` copies it)."""
+  assert [checkpoints.checkpoint_number(p) for p in checkpoints.list_checkpoints(tiny_run.train_dir)] == [2, 4, 6]
+  return tiny_run.train_dir
 
 
 @pytest.fixture
@@ -401,14 +399,16 @@ def test_converter_rerun_converts_a_damaged_directory_again(dataset, caplog):
   corrupt(bad, "flip")
   photos = snapshot(dataset["photos"])
   caplog.set_level("INFO", logger="absl")
-  meta = datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, num_workers=1)
+  meta = datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, test_size=0.25,
+                          num_workers=1)
   assert "nothing to do" not in caplog.text
   assert f"{bad} (train split) does not hold the bytes written (its sha256 differs: corrupted): converting" in \
       caplog.text
   assert records.shard_problems(dataset["dir"], meta, read_records=True) == []
   assert snapshot(dataset["photos"]) == photos
   caplog.clear()
-  datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, num_workers=1)
+  datasets.convert("folder", dataset["dir"], source=dataset["photos"], validation_size=0.25, test_size=0.25,
+                   num_workers=1)
   assert "already holds a complete conversion" in caplog.text  # and now it is
 
 
@@ -419,7 +419,7 @@ def test_verify_reads_every_record_and_names_the_bad_shard(dataset, data):
   damaged = run_script(CONVERT, "--dataset_name=folder", f"--dataset_dir={dataset['dir']}", "--verify", timeout=120)
   assert_user_error(damaged, CONVERT, bad, "(validation split)", "corrupted", "--overwrite")
   assert snapshot(os.path.dirname(dataset["dir"]), dir_mtimes=False) == before
-  assert datasets.verify("folder", data["dir"]) == {"train": 27, "validation": 9}  # what the good one reads
+  assert datasets.verify("folder", data["dir"]) == {"train": 18, "validation": 9, "test": 9}  # the good one
   os.truncate(bad, 0)  # no size and checksum to compare with (an older dataset.json): the records are read
   meta = records.read_metadata(dataset["dir"])
   for info in meta["splits"].values():
@@ -436,12 +436,17 @@ def test_verify_reads_every_record_and_names_the_bad_shard(dataset, data):
 
 
 def test_resume_falls_back_past_a_truncated_newest_checkpoint_and_keeps_training(run, data, caplog):
+  # A trainer killed while writing ckpt-6: its run_info.json does not say finished (a finished run whose final
+  # checkpoint is gone is refused instead: issue 20, slimflowers/run_record.py).
+  info = run_dir.read_run_info(run)
+  fileio.write_json_atomic(os.path.join(run, run_dir.RUN_INFO),
+                           {**{k: v for k, v in info.items() if k != "final_step"}, "finished": False})
   bad = data_file(os.path.join(run, "ckpt-6"))
   corrupt(bad, "truncate")
   with open(bad, "rb") as f:
     bad_bytes = f.read()
   caplog.set_level("INFO", logger="absl")
-  info = tiny_data.train(run, data["dir"], max_number_of_steps=10, save_interval_steps=2)
+  info = tiny_data.train(run, data["dir"], **dict(tiny_data.TINY_RUN, max_number_of_steps=10))
   assert re.search(r"Checkpoint .*ckpt-6 does not read completely \(Read less bytes than requested\): using the "
                    r"previous one, ckpt-4; its files are moved aside, never deleted: "
                    r"ckpt-6\.data-00000-of-00001\.unreadable, ckpt-6\.index\.unreadable", caplog.text)

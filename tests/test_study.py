@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,12 +96,15 @@ def test_sigint_stops_trainer_and_evaluator(tmp_path):
   assert "stopping train" in output and "stopping eval" in output
 
 
-def test_study_owned_flags_are_refused():
-  result = subprocess.run([sys.executable, "-m", "slimflowers.study", "--models=cifarnet", "--runs_dir=/tmp/unused",
-                           "--dataset_dir=/tmp/unused", "--train_dir=/tmp/x"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
-  assert result.returncode != 0
-  assert "--train_dir is set by the study" in result.stderr + result.stdout
+def test_study_owned_flags_are_refused(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "slimflowers.study", "--models=cifarnet",
+                           f"--runs_dir={tmp_path / 'runs'}", f"--dataset_dir={tmp_path / 'data'}",
+                           f"--train_dir={tmp_path / 'x'}"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]  # refused (README, "Exit codes")
+  (line,) = [line for line in result.stderr.splitlines() if line.strip()]  # one line, no traceback
+  assert ": error: --train_dir is set by the study" in line and "drop --train_dir" in line, line
+  assert os.listdir(tmp_path) == []  # nothing created
 
 
 def _not_learning(run):
@@ -301,16 +305,63 @@ def test_sigint_side_by_side_stops_every_model_and_exits_130(tmp_path):
 
 # ----------------------------------------------------------------------------- End to end, real scripts
 
+PLOT_SIZE = (800, 500)  # compare.py's figures: 8 x 5 inches at 100 dpi
+
+
+def _markdown_table(text):
+  """The first Markdown table of `text` as a list of {header: cell}."""
+  lines = text.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+  table = []
+  for line in lines[start:]:
+    if not line.startswith("|"):
+      break
+    table.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])])  # not at an escaped \|
+  header, rule, body = table[0], table[1], table[2:]
+  assert all(set(cell) <= set("-: ") for cell in rule), rule
+  return [dict(zip(header, cells)) for cells in body]
+
+
+def _check_markdown_report(report, runs, csv_rows):
+  """results.md: one row per model whose numbers are results.jsonl's (in %), each run's path, and every plot it
+  shows is a PNG that decodes at the figure's size."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  text = (report / "results.md").read_text()
+  table = _markdown_table(text)
+  assert [r["model"] for r in table] == [r["model"] for r in csv_rows] == list(MODELS)
+  for md, row in zip(table, csv_rows):
+    run = runs / row["model"]
+    info = json.loads((run / "run_info.json").read_text())
+    val = _jsonl(run / "eval_validation" / "results.jsonl")
+    final = [r for r in val if r["step"] == 6][-1]
+    assert md["run"] == row["run"] == row["model"] and md["dataset"] == "folder" and md["size"] == "32"
+    assert md["steps"] == "6" and md["params"] == f"{info['trainable_params']:,}"
+    assert md["final val %"] == f"{100 * final['accuracy']:.2f}"
+    assert md["test top-1 %"] == f"{100 * _jsonl(run / 'eval_test' / 'results.jsonl')[-1]['accuracy']:.2f}"
+    assert md["final val %"] == f"{100 * float(row['final_val_accuracy']):.2f}"  # the same number as the CSV's
+    if row["best_val_accuracy"]:
+      assert md["best val %"] == f"{100 * float(row['best_val_accuracy']):.2f}" and md["@ step"] == row["best_val_step"]
+    else:
+      assert md["best val %"] == "n/a" and md["warning"] == row["status"]
+    assert f"- `{row['run']}`: `{run}`" in text
+  images = re.findall(r"!\[([^\]]*)\]\(([^)]*)\)", text)
+  assert [target for _, target in images] == ["loss.png", "val_accuracy.png", "steps_per_hour.png",
+                                              "accuracy_vs_params.png"]
+  for _, target in images:
+    with Image.open(report / target) as image:
+      image.load()  # decodes every pixel: a truncated file fails here
+      assert image.format == "PNG" and image.size == PLOT_SIZE, (target, image.format, image.size)
+
 MODELS = ("cifarnet", "mobilenet_v1_025")
 
 
 @pytest.mark.slow
-def test_study_end_to_end(tmp_path):
+def test_study_end_to_end(tiny_dataset_with_test, tmp_path):
   """Two tiny nets: trainers, validation evaluators beside them, test evaluations, exports, report; a re-run
   skips all."""
-  from tests import tiny_data  # pylint: disable=g-import-not-at-top
-  data = tiny_data.make_dataset(tmp_path / "data", num_classes=3, per_class=12, validation_size=0.25,
-                                test_size=0.25, size=32)
+  from slimflowers.eval import metrics  # pylint: disable=g-import-not-at-top
+  from tests.test_evaluate import event_scalars  # pylint: disable=g-import-not-at-top
+  data = tiny_dataset_with_test  # conftest.py: 3 classes, 32 px, validation 9 / test 9
   runs = tmp_path / "runs"
   cmd = [sys.executable, "-m", "slimflowers.study", "--dataset_name=folder", f"--dataset_dir={data}",
          f"--models={','.join(MODELS)}", f"--runs_dir={runs}", "--eval_batch_size=8", "--eval_interval_secs=1",
@@ -328,7 +379,14 @@ def test_study_end_to_end(tmp_path):
     assert "--train_image_size=32" in (run / "flags.txt").read_text()
     assert (run / "train.log").stat().st_size > 0 and (run / "eval.log").stat().st_size > 0
     val = _jsonl(run / "eval_validation" / "results.jsonl")
-    assert 6 in [r["step"] for r in val] and all(r["num_examples"] == 9 for r in val)
+    assert all(r["num_examples"] == 9 for r in val)
+    # The evaluator followed its trainer: checkpoints it wrote (every 3 steps), each once, in order, the final
+    # one last, and TensorBoard's events hold every metric at each of them.
+    steps = [r["step"] for r in val]
+    assert steps == sorted(set(steps)) and steps[-1] == 6 and set(steps) <= {3, 6}, steps
+    scalars = event_scalars(str(run / "eval_validation"))
+    for key in metrics.EVAL_METRICS + ("confusion_matrix",):
+      assert set(scalars[key]) == set(steps), (model, key)
     test = _jsonl(run / "eval_test" / "results.jsonl")
     assert [(r["step"], r["split"], r["num_examples"]) for r in test] == [(6, "test", 9)]
     if _not_learning(run):  # (6 steps: cifarnet stays at chance) no best/, so no best on test, nothing exported
@@ -340,11 +398,9 @@ def test_study_end_to_end(tmp_path):
     assert [(r["step"], r["split"]) for r in test_best] == [(best["step"], "test")]
 
   report = runs / "report"
-  for name in ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
-               "accuracy_vs_params.png"):
-    assert (report / name).stat().st_size > 0, name
   with open(report / "results.csv") as f:
     rows = list(csv.DictReader(f))
+  _check_markdown_report(report, runs, rows)
   assert [r["model"] for r in rows] == list(MODELS)
   for row in rows:
     run = runs / row["model"]

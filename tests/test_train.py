@@ -274,12 +274,65 @@ def test_fine_tune_backbone_from_keras_applications_weight_file(data, tmp_path):
 
 @pytest.mark.slow  # ~13 s, nearly all of it tracing RandAugment's graph; make test runs it
 def test_augmentations_mixup_cutmix_and_bfloat16_run(data, tmp_path):
+  """All of them at once through the trainer (what each does to the data: the tests below and test_input_pipeline)."""
   train_dir = tmp_path / "aug"
   _train(train_dir, data, max_number_of_steps=2, augment="randaugment", random_erasing=0.25, mixup_alpha=0.2,
          cutmix_alpha=1.0, label_smoothing=0.1, precision="mixed_bfloat16")
   info = json.loads((train_dir / "run_info.json").read_text())
   assert info["finished"] and info["hparams"]["augment"] == "randaugment" and info["precision"] == "mixed_bfloat16"
+  assert info["hparams"]["mixup_alpha"] == 0.2 and info["hparams"]["cutmix_alpha"] == 1.0
   assert all(np.isfinite(w).all() for w in _weights(str(train_dir / "ckpt-2")).values())
+
+
+def _first_training_batch(data, tmp_path, **overrides):
+  """The trainer's own input (train.make_dataset_fn) for these flags: its first batch as numpy."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train_lib, train_flags  # pylint: disable=g-import-not-at-top
+  flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=data, max_number_of_steps=1,
+                preprocessing_name="lenet")  # lenet: no augmentation of its own, so only the mixing differs
+  cfg = train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides)))
+  split = datasets.get_split("folder", "train", data)
+  images, labels = next(iter(train_lib.make_dataset_fn(cfg, split, 0, split.num_classes)(tf.distribute.InputContext())))
+  return images.numpy(), labels.numpy()
+
+
+@pytest.mark.parametrize("how", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_mix_each_example_with_its_mirror_in_the_batch(data, tmp_path, how):
+  """Against the same batch unmixed: example i is blended with example B-1-i (mixup) or gets a rectangle of it
+  (cutmix), and its label is the same mix of the two smoothed one-hot labels (official.vision.ops.augment)."""
+  plain, hard = _first_training_batch(data, tmp_path)
+  tf.random.set_seed(0)  # the mixing draws from stateful generators: a fixed draw, whatever it is
+  mixed, soft = _first_training_batch(data, tmp_path, label_smoothing=0.1, **{f"{how}_alpha": 1.0})
+  batch, num_classes = plain.shape[0], 3
+  assert hard.dtype == np.int32 and soft.dtype == np.float32 and soft.shape == (batch, num_classes)
+  smooth = np.full((batch, num_classes), 0.1 / num_classes, np.float32)
+  smooth[np.arange(batch), hard] += 0.9
+  np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+  changed = 0
+  for i in range(batch):
+    j = batch - 1 - i
+    a, b = plain[i], plain[j]
+    if how == "mixup":  # one lambda per example, the least-squares blend that explains the pixels exactly
+      lam = float(np.sum((mixed[i] - b) * (a - b)) / max(np.sum((a - b) ** 2), 1e-12))
+      np.testing.assert_allclose(mixed[i], lam * a + (1 - lam) * b, atol=1e-4)
+    else:  # every pixel is a's or b's, b's forming one rectangle; the label weighs b by at least that rectangle
+      from_b = np.any(np.abs(mixed[i] - a) > 1e-6, axis=-1)
+      np.testing.assert_allclose(mixed[i][from_b], b[from_b], atol=1e-6)
+      if from_b.any():
+        rows, cols = np.nonzero(from_b.any(axis=1))[0], np.nonzero(from_b.any(axis=0))[0]
+        box = from_b[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        box_b = np.any(np.abs(a - b) > 1e-6, axis=-1)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert (box | ~box_b).all(), f"example {i}: the pixels taken from example {j} are not a rectangle"
+      lam = 1.0 - (soft[i] - smooth[i]).dot(smooth[j] - smooth[i]) / max(np.sum((smooth[j] - smooth[i]) ** 2), 1e-12)
+      assert hard[i] == hard[j] or 1 - lam >= from_b.mean() - 1e-6, (i, lam, from_b.mean())
+    assert -1e-4 <= lam <= 1 + 1e-4, (i, lam)
+    if hard[i] != hard[j]:
+      np.testing.assert_allclose(soft[i], lam * smooth[i] + (1 - lam) * smooth[j], atol=1e-3, err_msg=str(i))
+    else:
+      np.testing.assert_allclose(soft[i], smooth[i], atol=1e-5, err_msg=str(i))
+    changed += not np.allclose(mixed[i], a, atol=1e-3)
+  assert changed >= batch // 2, f"only {changed} of {batch} examples were mixed"
+  assert len(set(hard)) > 1  # some pairs hold two classes: the label check above is not only the smoothing
 
 
 def _wait_for_step(log_path, step, proc, timeout=240):
@@ -332,25 +385,40 @@ def test_sigterm_saves_the_current_step_and_a_restart_loses_nothing(data, tmp_pa
       np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=f"{k} ema={ema}")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(num_epochs=-1.0), "--num_epochs=-1.0 must be > 0"),
-    (dict(max_number_of_steps=-5), "--max_number_of_steps=-5 must be >= 1"),
-    (dict(model_name="resnet5"), "Unknown net 'resnet5'"),
-    (dict(crop_area_range=["0.5"]), "--crop_area_range=0.5: give MIN,MAX"),
-    (dict(crop_area_range=["0.5", "0.2"]), "--crop_area_range=0.5,0.2: use MIN,MAX"),
-    (dict(decoded_cache_mb=-1), "--decoded_cache_mb=-1 must be >= 0"),
-    (dict(max_number_of_steps=None, num_epochs=None), "Set --max_number_of_steps or --num_epochs"),
-])
-def test_bad_flags_are_one_line_user_errors(tmp_path, overrides, message):
-  """The checks behind the script's exit-2 errors (test_safety.py runs some through the script)."""
-  from slimflowers.train import program as train_lib  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import flags as train_flags
-  flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=str(tmp_path / "data"),
-                max_number_of_steps=2)
-  flags_.update(overrides)
+# case: (flag overrides, what the one error line must say: the bad value and the fix). A case's train_dir is
+# tmp_path/run unless the case names another (a user's file, or a path below one).
+BAD_FLAGS = {
+    "negative_num_epochs": (dict(num_epochs=-1.0), ["--num_epochs=-1.0 must be > 0"]),
+    "negative_max_steps": (dict(max_number_of_steps=-5),
+                           ["--max_number_of_steps=-5 must be >= 1", "the global step to train until"]),
+    "no_length": (dict(max_number_of_steps=None, num_epochs=None), ["Set --max_number_of_steps or --num_epochs"]),
+    "unknown_model": (dict(model_name="resnet9000"),
+                      ["Unknown net 'resnet9000'", "Known nets:", "cifarnet", "mobilenet_v1_025"]),
+    "one_crop_area_value": (dict(crop_area_range=["0.5"]), ["--crop_area_range=0.5: give MIN,MAX", "0.25,1.0"]),
+    "crop_area_max_first": (dict(crop_area_range=["0.5", "0.2"]), ["--crop_area_range=0.5,0.2: use MIN,MAX"]),
+    "negative_cache": (dict(decoded_cache_mb=-1), ["--decoded_cache_mb=-1 must be >= 0"]),
+    "train_dir_is_a_file": ({}, ["is a file, not a directory", "Pass a directory"]),
+    "train_dir_below_a_file": ({}, ["--train_dir=", "not a directory"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_a_bad_training_flag_is_a_one_line_user_error_and_writes_nothing(data, tmp_path, case):
+  """The training program (train.run, in this process) on each bad flag: a UserError of one line naming the value
+  and the fix, before anything is written. Through the real script (exit 2, the line on stderr, --verbosity=1's
+  traceback): test_safety.py::test_wrong_trainer_flag_through_the_script_is_exit_2_and_one_line."""
+  overrides, needles = BAD_FLAGS[case]
+  train_dir = tmp_path / "run"
+  if case == "train_dir_is_a_file":
+    train_dir.write_text("a user's file")
+  elif case == "train_dir_below_a_file":
+    (tmp_path / "users_file").write_text("a user's file")
+    train_dir = tmp_path / "users_file" / "sub"
+  before = tiny_data.tree_digest(tmp_path)
   with pytest.raises(errors.UserError) as e:
-    train_lib.resolve_config(train_flags.config(**flags_))
-  assert message in str(e.value) and "\n" not in str(e.value).strip()
-  (tmp_path / "a_file").write_text("x")
-  with pytest.raises(errors.BadValue, match="is a file, not a directory"):
-    train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides, train_dir=str(tmp_path / "a_file"))))
+    _train(train_dir, data, **dict(dict(max_number_of_steps=2), **overrides))
+  line = str(e.value)
+  assert e.value.exit_code == 2 and "\n" not in line.strip(), line
+  for needle in needles:
+    assert needle in line, (needle, line)
+  assert tiny_data.tree_digest(tmp_path) == before  # no train_dir, no file of the user's touched

@@ -59,6 +59,25 @@ TRAIN_DEFAULTS = {"model_name": "cifarnet", "train_image_size": 32, "batch_size"
                   "optimizer": "momentum", "learning_rate": 0.05, "save_interval_secs": 0, "dataset_name": "folder"}
 
 
+# The shared run (conftest.py's tiny_run): train it further with these flags and a larger max_number_of_steps.
+TINY_RUN = {"max_number_of_steps": 6, "save_interval_steps": 2, "preprocessing_name": "inception"}
+
+
+def tree_digest(root):
+  """{relative path: (size, sha256)} of every file below root, and the directories: to prove nothing changed."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for directory, dirnames, filenames in os.walk(root):
+    for name in dirnames:
+      out[os.path.relpath(os.path.join(directory, name), root)] = "dir"
+    for name in filenames:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as f:
+        data = f.read()
+      out[os.path.relpath(path, root)] = (len(data), hashlib.sha256(data).hexdigest())
+  return out
+
+
 def checkpoint_weights(ckpt_path, model_name="cifarnet", num_classes=3, ema=False):
   """{variable path: array} of the model (or ema_model) held in a training checkpoint."""
   import nets  # pylint: disable=g-import-not-at-top
