@@ -43,6 +43,7 @@ flags.DEFINE_string("preprocessing", "inception", "Training preprocessing to tim
 flags.DEFINE_enum("color_distortion", "fast", preprocessing.COLOR_DISTORTIONS,
                   "Inception colour distortion to time (fast: the training default).")
 flags.DEFINE_bool("skip_conversion", False, "Only time the readers.")
+flags.DEFINE_bool("skip_reader", False, "Only time the conversion.")
 
 
 def _rate(ds, num_batches, warmup, batch_size):
@@ -160,7 +161,8 @@ def main(argv):
     bench_conversion()
   elif datasets.records.read_metadata(FLAGS.dataset_dir) is None:
     datasets.convert("synthetic_flowers", FLAGS.dataset_dir, num_images=FLAGS.num_images)
-  bench_reader()
+  if not FLAGS.skip_reader:
+    bench_reader()
 
 
 if __name__ == "__main__":

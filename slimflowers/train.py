@@ -349,8 +349,8 @@ def _run_locked(cfg, strategy, chief, lock):
       _write_image_summary(writer, split, cfg)
 
   # ---------------- Train loop ----------------
-  trainer.train_dataset = strategy.distribute_datasets_from_function(
-      make_dataset_fn(cfg, split, start_step, num_classes))
+  trainer.train_dataset = trainer_lib.distribute_dataset(strategy, make_dataset_fn(cfg, split, start_step,
+                                                                                   num_classes))
   logging.info("Training %s on %s/%s (%d examples, %d classes) for %d steps, global batch %d over %d replica(s).",
                cfg.model_name, cfg.dataset_name, cfg.dataset_split_name, split.num_samples, num_classes,
                max_steps, cfg.batch_size, num_replicas)
