@@ -46,7 +46,8 @@ flags.DEFINE_integer("max_image_side", images.DEFAULT_MAX_IMAGE_SIDE,
                      "record decodes in training).")
 flags.DEFINE_integer("resize_to", None, "Store images with the shorter side at most this many px (JPEG quality "
                      f"{images.JPEG_QUALITY}): faster training at small image sizes. Default: keep the sizes.")
-flags.DEFINE_integer("num_workers", None, "Worker processes (default: all cores).")
+flags.DEFINE_integer("num_workers", None, "Conversion threads (default: all cores; synthetic_flowers generates "
+                     "its images in as many processes).")
 flags.DEFINE_bool("overwrite", False, "Convert again even when --dataset_dir already holds a complete conversion "
                   "(the previous conversion's own files are replaced; nothing else is touched).")
 flags.DEFINE_bool("verify", False, "Convert nothing: read every record of every shard of --dataset_dir and report "

@@ -347,7 +347,7 @@ def generate(root, num_images, seed, pool=None):
     own_pool = pool is None
     if own_pool:
       pool = conversion.WorkerPool(1).__enter__()
-    for n in pool.imap_unordered(_generate_chunk, tasks):
+    for n in pool.imap_unordered_processes(_generate_chunk, tasks):  # numpy drawing holds the GIL
       progress.add(n)
     fileio.write_json_atomic(os.path.join(tmp, _MARKER), marker)
 

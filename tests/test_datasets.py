@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import numpy as np
@@ -16,11 +17,13 @@ import scipy.io
 import tensorflow as tf
 
 import datasets
+from datasets import conversion
 from datasets import dataset_utils
 from datasets import flowers
 from datasets import flowers17
 from datasets import flowers102
 from datasets import records
+from slimflowers.core import fileio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,12 +218,51 @@ def test_folder_converts_odd_files_and_skips_broken_ones(tmp_path, odd_folder, c
   assert np.abs(png - jpg).mean() < 12
 
 
+def test_a_failing_worker_stops_the_conversion_after_the_running_shards_are_written(tmp_path, odd_folder,
+                                                                                     monkeypatch):
+  """An error in one worker thread fails the conversion; the staging directory is removed only once no other
+  thread writes into it, so nothing is left behind and nothing looks complete."""
+  root, _ = odd_folder
+  out = tmp_path / "out"
+  out.mkdir()
+  write_shard = conversion.write_shard
+  failed, removed, running, at_removal = threading.Event(), threading.Event(), [], []
+
+  def flaky(task):
+    if task["index"] == 0 and task["split"] == "train":
+      failed.set()
+      raise OSError("disk full")
+    running.append(task["index"])
+    failed.wait(10)
+    removed.wait(0.5)  # a worker still writing when the driver gives up (bounded: never comes when it is right)
+    try:
+      return write_shard(task)
+    finally:
+      running.remove(task["index"])
+
+  rmtree = fileio.rmtree
+
+  def watched_rmtree(path):
+    at_removal.append(list(running))
+    removed.set()
+    rmtree(path)
+
+  monkeypatch.setattr(conversion, "write_shard", flaky)
+  monkeypatch.setattr(fileio, "rmtree", watched_rmtree)
+  with pytest.raises(OSError, match="disk full"):
+    datasets.convert("folder", str(out), source=root, validation_size=0, num_shards=4, num_workers=2)
+  assert at_removal == [[]]
+  assert sorted(os.listdir(out)) == []  # no staging directory, no shard, no dataset.json (the lock is gone too)
+
+
 def test_conversion_is_deterministic_and_rerun_is_a_noop(tmp_path, odd_folder):
   root, _ = odd_folder
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   meta = datasets.convert("folder", a, source=root, validation_size=3, test_size=2, num_shards=2, num_workers=1)
-  datasets.convert("folder", b, source=root, validation_size=3, test_size=2, num_shards=2, num_workers=1)
-  assert _shard_bytes(a) == _shard_bytes(b) and len(_shard_bytes(a)) == 6
+  meta_b = datasets.convert("folder", b, source=root, validation_size=3, test_size=2, num_shards=2, num_workers=2)
+  assert _shard_bytes(a) == _shard_bytes(b) and len(_shard_bytes(a)) == 6  # whatever the number of workers
+  assert {k: v for k, v in meta_b.items() if k != "conversion_images_per_sec"} == {
+      k: v for k, v in meta.items() if k != "conversion_images_per_sec"}
   with open(os.path.join(a, "dataset.json")) as f:
     written = json.load(f)
   assert written["splits"] == meta["splits"]

@@ -362,8 +362,8 @@ def _train_loop(cfg, strategy, controller, manager, trainer, split, *, start_ste
                 estimator, writer, lock, chief, ckpt_dir):
   """Orbit's loop to max_steps (SIGTERM/SIGINT: saved and recorded, then Preempted is raised again)."""
   global_step = trainer.global_step
-  trainer.train_dataset = strategy.distribute_datasets_from_function(
-      make_dataset_fn(cfg, split, start_step, split.num_classes))
+  trainer.train_dataset = trainer_lib.distribute_dataset(strategy, make_dataset_fn(cfg, split, start_step,
+                                                                                   split.num_classes))
   logging.info("Training %s on %s/%s (%d examples, %d classes) for %d steps, global batch %d over %d replica(s).",
                cfg.model_name, cfg.dataset_name, cfg.dataset_split_name, split.num_samples, split.num_classes,
                max_steps, cfg.batch_size, strategy.num_replicas_in_sync)
