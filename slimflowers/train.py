@@ -29,6 +29,7 @@ from slimflowers import devices
 from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import hparams
+from slimflowers import imbalance
 from slimflowers import input_pipeline
 from slimflowers import locks
 from slimflowers import optim
@@ -78,6 +79,9 @@ def resolve_config(cfg):
     value = getattr(cfg, name)
     if value is not None and value < 1:
       raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
+  if cfg.tf_data_service and cfg.balanced_sampling:
+    raise errors.BadValue("--balanced_sampling draws from the split held in memory by the trainer; it does not work "
+                          "with --tf_data_service. Drop one of them.")
   if cfg.tf_data_service and cfg.tf_data_service_timeout_secs < 1:
     raise errors.BadValue(f"--tf_data_service_timeout_secs={cfg.tf_data_service_timeout_secs} must be >= 1.")
   if cfg.decoded_cache_mb is not None and cfg.decoded_cache_mb < 0:
@@ -98,7 +102,7 @@ def model_overrides(cfg):
   return {k: v for k, v in overrides.items() if v is not None}
 
 
-def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
+def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps, class_weights=None):
   """Model (and EMA copy), schedule, optimizer and update step as `cfg` (the resolved flags) says.
 
   Returns (trainer, model_config): trainer.model, .ema_model, .optimizer, .global_step
@@ -118,7 +122,7 @@ def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
       train_variables=train_variables, label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
       clip_gradient_norm=cfg.clip_gradient_norm, ema_model=ema_model,
       moving_average_decay=cfg.moving_average_decay, loss_scaling=cfg.precision == "mixed_float16",
-      jit_compile=cfg.jit_compile)
+      jit_compile=cfg.jit_compile, class_weights=class_weights)
   model_config = checkpoints.model_config(cfg.model_name, num_classes, overrides, cfg.train_image_size,
                                           cfg.preprocessing_name)
   return trainer, model_config
@@ -139,7 +143,8 @@ def make_dataset_fn(cfg, split, start_step, num_classes):
         seed=cfg.seed, start_index=0 if service else start_step * cfg.batch_size, augment=cfg.augment,
         random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
         crop_area_range=preprocessing.crop_area_range(cfg), input_context=None if service else ctx,
-        streaming=True if service else None, decoded_cache_bytes=(cfg.decoded_cache_mb or 0) << 20)
+        streaming=True if service else None, decoded_cache_bytes=(cfg.decoded_cache_mb or 0) << 20,
+        balanced=cfg.balanced_sampling)
     if service:
       ds = data_service.distribute(ds, service, data_service.job_name(cfg.train_dir, start_step))
       ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -245,6 +250,7 @@ def _run_locked(cfg, strategy, chief, lock):
   max_steps = _max_steps(cfg, split.num_samples)
   warn_about_image_sizes(cfg, datasets.image_sizes(cfg.dataset_dir, cfg.dataset_split_name),
                          datasets.conversion_options(cfg.dataset_dir).get("resize_to"))
+  class_weights = _class_weights(cfg, split)
 
   # ---------------- What train_dir remembers: refuse a change, skip a finished run ----------------
   # The newest checkpoint that reads completely: a corrupted newer one is named and moved aside (chief).
@@ -262,7 +268,8 @@ def _run_locked(cfg, strategy, chief, lock):
     return previous
 
   # ---------------- Model, optimizer, checkpoint ----------------
-  trainer, model_config = build_trainer(cfg, strategy, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+  trainer, model_config = build_trainer(cfg, strategy, class_weights=class_weights, num_classes=num_classes,
+                                        steps_per_epoch=steps_per_epoch,
                                         max_steps=max_steps)
   model, ema_model, global_step = trainer.model, trainer.ema_model, trainer.global_step
   ckpt = checkpoints.make_checkpoint(global_step=global_step, model=model, optimizer=trainer.optimizer,
@@ -432,6 +439,21 @@ def _record_time(run_info, trainer, cfg, wall_start):
   })
 
 
+def _class_weights(cfg, split):
+  """Warns about an imbalanced training split; --class_weights=balanced's weights (else None)."""
+  counts = imbalance.class_counts(split)
+  line = imbalance.warning(counts, [split.labels_to_names.get(c, str(c)) for c in range(split.num_classes)],
+                           cfg.dataset_split_name)
+  if line and not (cfg.class_weights != "none" or cfg.balanced_sampling):
+    logging.warning("%s", line)
+  if cfg.class_weights != "balanced":
+    return None
+  weights = imbalance.balanced_weights(counts)
+  logging.info("--class_weights=balanced: %s", ", ".join(f"{split.labels_to_names.get(c, c)} {w:.3g}"
+                                                       for c, w in enumerate(weights)))
+  return weights.tolist()
+
+
 def warn_about_image_sizes(cfg, sizes, resize_to=None):
   """Warnings that teach, from the converter's records: heavy upsampling, crops below a few pixels."""
   if resize_to and cfg.train_image_size > resize_to:
@@ -476,6 +498,7 @@ def _hparams(cfg, num_replicas):
       "crop_area_range": ",".join(f"{v:g}" for v in preprocessing.crop_area_range(cfg)),
       "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,
       "precision": cfg.precision,
+      "class_weights": cfg.class_weights, "balanced_sampling": bool(cfg.balanced_sampling),
       "replicas": num_replicas, "moving_average_decay": cfg.moving_average_decay or 0.0,
   }
 
