@@ -1,13 +1,14 @@
 r"""A generated localisation set and the pointing game (Zhang et al. 2016, SOURCES.md §9): is Grad-CAM looking
 at the object?
 
-    boxes = pointing_game.write_localisation_set("data/where_photos", per_class=300, size=64)
-    # data/where_photos/<shape>/img_0000.png ... and boxes.json {relative path: [top, left, bottom, right]}
+    boxes = pointing_game.write_localisation_set("data/where_photos", per_class=300, size=48)
+    # data/where_photos/<pattern>/img_0000.png ... and boxes.json {relative path: [top, left, bottom, right]}
 
 Each image is a cluttered background (a random colour gradient, pixel noise, and line segments, dots and
-small rings in random colours, drawn the same way whatever the class) with one class-defining object, a
-filled shape (square, disc, triangle or cross) in a random colour at a random place; its box is recorded.
-Only the object's shape tells the classes apart, so a net that classifies correctly must have found it.
+small rings in random colours, drawn the same way whatever the class) with one class-defining object: a
+square patch (22-31 % of the image's side) at a random place, painted in two random colours with the class's
+pattern of period 4 px (checker, diagonal, horizontal or vertical stripes); its box is recorded. Only the
+patch's pattern tells the classes apart, so a net that classifies correctly must have found it.
 
 The pointing game: for each correctly classified image, a hit when the heatmap's maximum lies inside the
 object's box grown by `tolerance` pixels on each side. Score = hits / (hits + misses). A heatmap that points
@@ -18,25 +19,22 @@ import os
 
 import numpy as np
 
-SHAPES = ("square", "disc", "triangle", "cross")
+CLASSES = ("checker", "diagonal", "horizontal", "vertical")
 BOXES_FILE = "boxes.json"
 
 
-def _shape_mask(shape, side):
-  """bool [side, side]: the filled shape."""
-  y, x = np.mgrid[0:side, 0:side] + 0.5
-  c = side / 2.0
-  if shape == "square":
-    margin = side * 0.1
-    return (y > margin) & (y < side - margin) & (x > margin) & (x < side - margin)
-  if shape == "disc":
-    return (y - c) ** 2 + (x - c) ** 2 <= (side / 2.0) ** 2
-  if shape == "triangle":  # apex up
-    return (y >= 0) & (np.abs(x - c) <= y / 2.0)
-  if shape == "cross":
-    arm = side / 6.0
-    return (np.abs(y - c) <= arm) | (np.abs(x - c) <= arm)
-  raise ValueError(f"Unknown shape {shape!r}; known: {SHAPES}.")
+def _pattern_mask(pattern, side, phase):
+  """bool [side, side]: where the patch takes its first colour (period 4 px, 2 on, 2 off)."""
+  y, x = np.mgrid[0:side, 0:side] + phase
+  if pattern == "horizontal":
+    return (y // 2) % 2 == 0
+  if pattern == "vertical":
+    return (x // 2) % 2 == 0
+  if pattern == "diagonal":
+    return ((x + y) // 2) % 2 == 0
+  if pattern == "checker":
+    return ((x // 2) + (y // 2)) % 2 == 0
+  raise ValueError(f"Unknown pattern {pattern!r}; known: {CLASSES}.")
 
 
 def _colour(rng):
@@ -66,8 +64,10 @@ def _clutter(image, rng, count):
       image[np.abs(d - r) <= 0.6] = colour
 
 
-def make_image(shape, rng, size=64, object_side=(14, 20), clutter=10, noise=12.0):
-  """(uint8 [size, size, 3], box [top, left, bottom, right] with bottom/right exclusive)."""
+def make_image(pattern, rng, size=48, clutter=10, noise=12.0):
+  """(uint8 [size, size, 3], box [top, left, bottom, right] with bottom/right exclusive); the object's side is
+  22-31 % of the image's."""
+  object_side = (round(size * 0.22), round(size * 0.31))
   corners = rng.uniform(40, 200, (2, 2, 3))
   fy = np.linspace(0, 1, size)[:, None, None]
   fx = np.linspace(0, 1, size)[None, :, None]
@@ -77,27 +77,27 @@ def make_image(shape, rng, size=64, object_side=(14, 20), clutter=10, noise=12.0
   _clutter(image, rng, clutter)
   side = int(rng.integers(object_side[0], object_side[1] + 1))
   top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
-  mask = _shape_mask(shape, side)
-  colour = _colour(rng)
+  mask = _pattern_mask(pattern, side, int(rng.integers(4)))
   patch = image[top:top + side, left:left + side]
-  patch[mask] = colour + rng.normal(0, 6, (int(mask.sum()), 3))
+  patch[mask] = _colour(rng)
+  patch[~mask] = _colour(rng)
   return np.clip(np.round(image), 0, 255).astype(np.uint8), [top, left, top + side, left + side]
 
 
-def write_localisation_set(root, *, per_class, size=64, seed=0, shapes=SHAPES, clutter=10, noise=12.0):
-  """Writes root/<shape>/img_NNNN.png and root/boxes.json; returns {relative path: box}.
+def write_localisation_set(root, *, per_class, size=48, seed=0, classes=CLASSES, clutter=10, noise=12.0):
+  """Writes root/<pattern>/img_NNNN.png and root/boxes.json; returns {relative path: box}.
 
   boxes.json sits at the root, beside the class folders, where the folder converter does not look for images.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   boxes = {}
-  for shape in shapes:
-    os.makedirs(os.path.join(root, shape), exist_ok=True)
+  for name in classes:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
   for i in range(per_class):
-    for shape in shapes:  # interleaved, so a smaller per_class gives a prefix of the same images
-      image, box = make_image(shape, rng, size, clutter=clutter, noise=noise)
-      relative = f"{shape}/img_{i:04d}.png"
+    for name in classes:  # interleaved, so a smaller per_class gives a prefix of the same images
+      image, box = make_image(name, rng, size, clutter=clutter, noise=noise)
+      relative = f"{name}/img_{i:04d}.png"
       Image.fromarray(image).save(os.path.join(root, relative))
       boxes[relative] = box
   with open(os.path.join(root, BOXES_FILE), "w", encoding="utf-8") as f:
