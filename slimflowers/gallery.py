@@ -30,6 +30,7 @@ MISTAKES_PER_CLASS, MISTAKES_TOTAL = 8, 64
 GALLERY_SIZE = 64
 COLUMNS = 8
 LABEL_ISSUES_CSV, LABEL_ISSUES_PNG = "label_issues.csv", "label_issues.png"
+MISTAKES_PNG = "mistakes.png"  # the same grid as the summary, for the study's report
 _FIXED = ("filename", "label", "prediction", "probability", "label_probability")
 
 
@@ -193,9 +194,11 @@ def write_image_summary(logdir, tag, image, step, description):
 
 
 def write_mistakes_summary(eval_dir, rows, split, class_names, *, step, explainer=None):
-  """The `mistakes` image summary in eval_dir; returns the mistakes shown."""
+  """The `mistakes` image summary and mistakes.png in eval_dir; returns the mistakes shown."""
+  from slimflowers import gradcam  # pylint: disable=g-import-not-at-top
   mistakes = most_confident_mistakes(rows)
   image = gallery_image(mistakes, split, class_names, explainer)
+  fileio.write_bytes_atomic(os.path.join(eval_dir, MISTAKES_PNG), gradcam.encode_png(image))
   write_image_summary(eval_dir, "mistakes", image, step,
                       f"The {len(mistakes)} most confident mistakes (at most {MISTAKES_PER_CLASS} per true class), "
                       "most confident first" + (", with Grad-CAM for the predicted class." if explainer else "."))

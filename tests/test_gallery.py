@@ -105,6 +105,7 @@ def test_mistakes_summary_with_gradcam_overlays(split_and_rows, tmp_path):
   mistakes = gallery.write_mistakes_summary(str(tmp_path), rows, split, NAMES, step=7, explainer=explainer)
   assert mistakes and all(r["label"] != r["prediction"] for r in mistakes)
   assert tiny_data.summary_steps(str(tmp_path)) == {"mistakes": [7]}
+  assert Image.open(tmp_path / gallery.MISTAKES_PNG).mode == "RGB"
   encoded = gallery.encoded_images(split, [mistakes[0]["filename"]])[mistakes[0]["filename"]]
   overlay = explainer.overlays([encoded], [mistakes[0]["prediction"]])[0]
   photo = tf.io.decode_jpeg(encoded).numpy()
