@@ -49,7 +49,7 @@ def measure(work_dir, *, per_class, held_out_per_class, image_size, steps, toler
     datasets.convert("folder", data, source=photos, validation_size=0.1, num_workers=2)
   boxes = pointing_game.write_localisation_set(held_out, per_class=held_out_per_class, size=image_size, seed=1)
   info = run_dir.read_run_info(train_dir)
-  if not (info and info.get("finished")):
+  if not (info and info.get("finished") and info.get("final_step", 0) >= steps):  # more steps: a continuation
     train.run(train_flags.config(
         train_dir=train_dir, dataset_dir=data, dataset_name="folder", model_name="cifarnet",
         train_image_size=image_size, batch_size=batch_size, max_number_of_steps=steps, optimizer="adam",
@@ -59,6 +59,7 @@ def measure(work_dir, *, per_class, held_out_per_class, image_size, steps, toler
   explained = os.path.join(work_dir, "explained")
   predictions = predict.run(train_dir, [held_out], explain=explained, top_k=1)
   heatmaps, box_list, correct = [], [], []
+  predictions = [p for p in predictions if os.path.relpath(p.path, held_out) in boxes]  # not boxes.json's row
   for p in predictions:
     relative = os.path.relpath(p.path, held_out)
     heatmaps.append(np.load(os.path.join(explained, os.path.splitext(relative)[0] + ".npy")))

@@ -300,7 +300,9 @@ class ExplainingPredictor:
     return probabilities
 
   def explain_batch(self, indices, image_bytes):
-    """Writes the overlay and heatmap of each image of the batch `probabilities` last saw."""
+    """Writes the overlay and heatmap of each image of the batch `probabilities` last saw (the manifest twice
+    per batch, not per file)."""
+    batch = {}
     for index, data, cam in zip(indices, image_bytes.numpy(), self._cams):
       index = int(index)
       name = self.names[index]
@@ -313,8 +315,10 @@ class ExplainingPredictor:
       heatmap = to_photo(cam, photo.shape[0], photo.shape[1], self.image_size, self.preprocessing_name)
       outputs[name + OVERLAY_EXTENSION] = encode_png(overlay(photo, heatmap))
       outputs[name + HEATMAP_EXTENSION] = encode_npy(heatmap)
-      self.output.write(outputs)
+      batch.update(outputs)
       self.written += 1
+    if batch:
+      self.output.write(batch)
 
 
 def explaining_predictor(model_path, out_dir, paths, files, *, explain_class=None, use_ema=False):

@@ -106,12 +106,15 @@ def write_localisation_set(root, *, per_class, size=48, seed=0, classes=CLASSES,
 
 
 def hit(heatmap, box, tolerance):
-  """True when the heatmap's maximum (any of them, if tied) lies in `box` grown by `tolerance` pixels."""
+  """True when the heatmap's maximum lies in `box` grown by `tolerance` pixels. A heatmap without a single
+  maximum (all zero, or tied peaks) points nowhere: a miss."""
   heatmap = np.asarray(heatmap)
   top, left, bottom, right = box
   peaks = np.argwhere(heatmap == heatmap.max())
-  return bool(np.any((peaks[:, 0] >= top - tolerance) & (peaks[:, 0] < bottom + tolerance) &
-                     (peaks[:, 1] >= left - tolerance) & (peaks[:, 1] < right + tolerance)))
+  if heatmap.max() <= 0 or len(peaks) != 1:
+    return False
+  (y, x), = peaks
+  return bool(top - tolerance <= y < bottom + tolerance and left - tolerance <= x < right + tolerance)
 
 
 def random_baseline(boxes, size, tolerance):

@@ -112,6 +112,7 @@ def test_pointing_game_scoring():
   heatmap[5, 15] = 1.0
   assert pointing_game.hit(heatmap, [4, 14, 8, 18], 0)
   assert not pointing_game.hit(heatmap, [7, 14, 10, 18], 1) and pointing_game.hit(heatmap, [7, 14, 10, 18], 2)
+  assert not pointing_game.hit(np.zeros([20, 20]), [0, 0, 20, 20], 0)  # a blank heatmap points nowhere
   score, n = pointing_game.score([heatmap, heatmap, heatmap], [[4, 14, 8, 18], [0, 0, 2, 2], [0, 0, 2, 2]],
                                  [True, True, False], 0)
   assert (score, n) == (0.5, 2)
