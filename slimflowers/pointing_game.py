@@ -106,15 +106,15 @@ def write_localisation_set(root, *, per_class, size=48, seed=0, classes=CLASSES,
 
 
 def hit(heatmap, box, tolerance):
-  """True when the heatmap's maximum lies in `box` grown by `tolerance` pixels. A heatmap without a single
-  maximum (all zero, or tied peaks) points nowhere: a miss."""
+  """True when the heatmap's maximum (the centre of its pixels, for a plateau) lies in `box` grown by `tolerance`
+  pixels. A blank or flat heatmap points nowhere: a miss."""
   heatmap = np.asarray(heatmap)
   top, left, bottom, right = box
   peaks = np.argwhere(heatmap == heatmap.max())
-  if heatmap.max() <= 0 or len(peaks) != 1:
+  if heatmap.max() <= 0 or len(peaks) == heatmap.size:
     return False
-  (y, x), = peaks
-  return bool(top - tolerance <= y < bottom + tolerance and left - tolerance <= x < right + tolerance)
+  y, x = peaks.mean(axis=0)
+  return bool(top - tolerance <= y <= bottom - 1 + tolerance and left - tolerance <= x <= right - 1 + tolerance)
 
 
 def random_baseline(boxes, size, tolerance):
