@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/pointing_game_bench.py --work_dir=/tmp/pointing_game     # about 15 min on 2 busy cores
 
-Generates the localisation set (slimflowers/pointing_game.py: four striped or checked patches, each at a random place on a
-cluttered background whose marks are the same for every class), converts it with the `folder` converter,
+Generates the localisation set (slimflowers/pointing_game.py: four striped or checked patches, each at a random
+place on a cluttered background whose marks are the same for every class), converts it with the `folder` converter,
 trains cifarnet on it with the real trainer (slimflowers.train.run), then explains a held-out set generated
 with another seed through predict_image_classifier.py's code path (predict.run --explain: the overlays and
 .npy heatmaps a user gets) and scores the heatmaps against the known boxes: among the correctly classified

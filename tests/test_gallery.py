@@ -1,7 +1,5 @@
 """Mistakes gallery and label issues (slimflowers/gallery.py) from files in predictions.csv's format."""
 import csv
-import io
-import os
 
 import numpy as np
 from PIL import Image

@@ -69,7 +69,8 @@ def test_converter_records_class_counts_and_trainer_warns(imbalanced, tmp_path, 
     assert train._class_weights(cfg, split) is None  # pylint: disable=protected-access
   assert "10.0x the 2 of its smallest 'class_1'" in caplog.text
   cfg = train_flags.config(class_weights="balanced", balanced_sampling=False, dataset_split_name="train")
-  np.testing.assert_allclose(train._class_weights(cfg, split), [24 / 60, 4, 4], rtol=1e-6)  # pylint: disable=protected-access
+  weights = train._class_weights(cfg, split)  # pylint: disable=protected-access
+  np.testing.assert_allclose(weights, [24 / 60, 4, 4], rtol=1e-6)
 
 
 def test_balanced_training_pipeline_resumes_exactly(imbalanced):
