@@ -95,17 +95,18 @@ def format_label_issues(rows, class_names):
 # Images
 
 
-def encoded_images(split, filenames):
-  """{filename: encoded image bytes} of the split's records named in `filenames` (record's image/filename)."""
+def encoded_images(split, keys):
+  """{(filename, label): encoded image bytes} of the split's records with those keys. Records store base names
+  (`image/filename`), which repeat across class folders (img_001.jpg in each): the label tells them apart."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from datasets import records  # pylint: disable=g-import-not-at-top
-  wanted, found = set(filenames), {}
+  wanted, found = set(keys), {}
   ds = tf.data.TFRecordDataset(split.filenames).map(
-      lambda r: records.parse_example(r, keys=("image/encoded", "image/filename")))
+      lambda r: records.parse_example(r, keys=("image/encoded", "image/filename", "image/class/label")))
   for example in ds.as_numpy_iterator():
-    name = example["image/filename"].decode("utf-8", "replace")
-    if name in wanted and name not in found:
-      found[name] = example["image/encoded"]
+    key = (example["image/filename"].decode("utf-8", "replace"), int(example["image/class/label"]))
+    if key in wanted and key not in found:
+      found[key] = example["image/encoded"]
       if len(found) == len(wanted):
         break
   return found
@@ -175,9 +176,9 @@ def _caption(r, class_names, width=22):
 def gallery_image(rows, split, class_names, explainer=None):
   """The labelled grid of `rows` (their photos from the split's records; with an explainer, Grad-CAM overlays
   for the predicted class). Rows whose photo is not in the split are left out."""
-  encoded = encoded_images(split, [r["filename"] for r in rows])
-  rows = [r for r in rows if r["filename"] in encoded]
-  data = [encoded[r["filename"]] for r in rows]
+  encoded = encoded_images(split, [(r["filename"], r["label"]) for r in rows])
+  rows = [r for r in rows if (r["filename"], r["label"]) in encoded]
+  data = [encoded[(r["filename"], r["label"])] for r in rows]
   if explainer is not None and rows:
     tiles = explainer.overlays(data, [r["prediction"] for r in rows])
   else:

@@ -78,6 +78,15 @@ def test_mistakes_most_confident_first_at_most_8_per_class_and_64():
       assert per[r["label"]] == 8 or r["probability"] <= taken[-1]["probability"]
 
 
+def test_images_are_found_by_file_name_and_label(split_and_rows):
+  split, rows, _ = split_and_rows
+  names = [r[0] for r in rows]
+  assert len(set(names)) < len(names)  # base names repeat across class folders (img_003.jpg in two classes)
+  both = [(n, label) for n, label, _ in rows if names.count(n) > 1]
+  found = gallery.encoded_images(split, both)
+  assert len(found) == len(both) and len(set(found.values())) == len(both)
+
+
 def test_label_issues_csv_ranks_the_least_likely_label_first(split_and_rows, tmp_path):
   split, _, path = split_and_rows
   rows = gallery.read_predictions(path)
@@ -104,7 +113,8 @@ def test_mistakes_summary_with_gradcam_overlays(split_and_rows, tmp_path):
   assert mistakes and all(r["label"] != r["prediction"] for r in mistakes)
   assert tiny_data.summary_steps(str(tmp_path)) == {"mistakes": [7]}
   assert Image.open(tmp_path / gallery.MISTAKES_PNG).mode == "RGB"
-  encoded = gallery.encoded_images(split, [mistakes[0]["filename"]])[mistakes[0]["filename"]]
+  key = (mistakes[0]["filename"], mistakes[0]["label"])
+  encoded = gallery.encoded_images(split, [key])[key]
   overlay = explainer.overlays([encoded], [mistakes[0]["prediction"]])[0]
   photo = tf.io.decode_jpeg(encoded).numpy()
   assert overlay.shape == photo.shape and not np.array_equal(overlay, photo)
