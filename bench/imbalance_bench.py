@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/imbalance_bench.py --work_dir=/tmp/imbalance     # about 15 min on 2 busy cores
 
-A 10:1 imbalanced folder: the localisation set's four patterns (slimflowers/pointing_game.py), two classes
+A 10:1 imbalanced folder: the localisation set's four patterns (slimflowers/eval/pointing_game.py), two classes
 with --major images each and two with a tenth of that, converted by the `folder` converter. cifarnet is
-trained on it three times with the real trainer (slimflowers.train.run, same seed, steps and flags but the
+trained on it three times with the real trainer (slimflowers.train.program.run, same seed, steps and flags but the
 option): plain, --class_weights=balanced, --balanced_sampling; each is scored on a balanced held-out set
 (another seed, --held_out_per_class per class) through predict.run: accuracy, mean per-class accuracy and
 the minority classes' recall. Prints a Markdown table (BENCHMARKS.md, "Class imbalance") and writes
@@ -18,7 +18,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from slimflowers import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -38,16 +38,17 @@ def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
-  from slimflowers import pointing_game  # pylint: disable=g-import-not-at-top
-  from slimflowers import predict  # pylint: disable=g-import-not-at-top
-  from slimflowers import run_dir  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from datasets import records  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import run_dir  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import predict  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import pointing_game  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
   work = FLAGS.work_dir
   photos, held_out, data = (os.path.join(work, d) for d in ("photos", "held_out", "converted"))
   classes = pointing_game.CLASSES
   minor = classes[2:]
-  if not os.path.exists(os.path.join(data, "dataset.json")):
+  if not os.path.exists(os.path.join(data, records.DATASET_JSON)):
     pointing_game.write_localisation_set(photos, per_class=FLAGS.major, size=SIZE, seed=0)
     os.remove(os.path.join(photos, pointing_game.BOXES_FILE))
     for name in minor:

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/pointing_game_bench.py --work_dir=/tmp/pointing_game     # about 15 min on 2 busy cores
 
-Generates the localisation set (slimflowers/pointing_game.py: four striped or checked patches, each at a random
+Generates the localisation set (slimflowers/eval/pointing_game.py: four striped or checked patches, each at a random
 place on a cluttered background whose marks are the same for every class), converts it with the `folder` converter,
-trains cifarnet on it with the real trainer (slimflowers.train.run), then explains a held-out set generated
+trains cifarnet on it with the real trainer (slimflowers.train.program.run), then explains a held-out set generated
 with another seed through predict_image_classifier.py's code path (predict.run --explain: the overlays and
 .npy heatmaps a user gets) and scores the heatmaps against the known boxes: among the correctly classified
 images, the fraction whose heatmap maximum lies inside the box grown by --tolerance pixels. The random
@@ -18,7 +18,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from slimflowers import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -36,15 +36,16 @@ def measure(work_dir, *, per_class, held_out_per_class, image_size, steps, toler
   """Trains (unless done) and scores; returns the results dict."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
-  from slimflowers import pointing_game  # pylint: disable=g-import-not-at-top
-  from slimflowers import predict  # pylint: disable=g-import-not-at-top
-  from slimflowers import run_dir  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from datasets import records  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import run_dir  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import predict  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import pointing_game  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
 
   photos, held_out = os.path.join(work_dir, "photos"), os.path.join(work_dir, "held_out")
   data, train_dir = os.path.join(work_dir, "converted"), os.path.join(work_dir, "run")
-  if not os.path.exists(os.path.join(data, "dataset.json")):
+  if not os.path.exists(os.path.join(data, records.DATASET_JSON)):
     pointing_game.write_localisation_set(photos, per_class=per_class, size=image_size, seed=0)
     datasets.convert("folder", data, source=photos, validation_size=0.1, num_workers=2)
   boxes = pointing_game.write_localisation_set(held_out, per_class=held_out_per_class, size=image_size, seed=1)

@@ -1,4 +1,4 @@
-"""Mistakes gallery and label issues (slimflowers/gallery.py) from files in predictions.csv's format."""
+"""Mistakes gallery and label issues (slimflowers/deploy/gallery.py) from files in predictions.csv's format."""
 import csv
 
 import numpy as np
@@ -9,8 +9,8 @@ import tensorflow as tf
 import datasets
 import nets
 from datasets import records
-from slimflowers import errors
-from slimflowers import gallery
+from slimflowers.core import errors
+from slimflowers.deploy import gallery
 from tests import tiny_data
 
 NAMES = ["class_0", "class_1", "class_2"]

@@ -1,4 +1,4 @@
-"""Grad-CAM (slimflowers/gradcam.py) and predict_image_classifier.py --explain.
+"""Grad-CAM (slimflowers/deploy/gradcam.py) and predict_image_classifier.py --explain.
 
 The reference heatmaps are computed here, one image at a time, from the formula (Selvaraju et al. 2017);
 the geometry back onto the photo is checked against the evaluator's own preprocessing on coordinate ramps.
@@ -16,12 +16,12 @@ import tensorflow as tf
 
 import datasets
 import nets
-from slimflowers import errors
-from slimflowers import export
-from slimflowers import gradcam
-from slimflowers import pointing_game
-from slimflowers import predict
-from slimflowers import preprocessing
+from slimflowers.core import errors
+from slimflowers.data import preprocessing
+from slimflowers.deploy import gradcam
+from slimflowers.deploy import predict
+from slimflowers.deploy import serving
+from slimflowers.eval import pointing_game
 from tests import tiny_data
 
 
@@ -64,7 +64,7 @@ def test_view_window_is_what_the_preprocessing_shows(name):
   recipe = "lenet" if name == "cifarnet" else name  # same geometry; cifarnet's standardization cannot be undone
   image = preprocessing.preprocess_eval_image(tf.constant(ramp), size, recipe)
   image = image.numpy().astype(np.float64)
-  means = np.array(preprocessing._CAFFE_MEANS_BGR)  # pylint: disable=protected-access
+  means = np.array(preprocessing.RECIPES["vgg"].means_bgr)
   seen = {"inception": lambda: (image + 1) * 127.5, "lenet": lambda: image * 128 + 128,  # floats (denormalize: uint8)
           "vgg": lambda: (image + means)[..., ::-1]}[recipe]()
   top, left, win_h, win_w = gradcam.view_window(height, width, size, name)
@@ -99,7 +99,7 @@ def test_heatmap_lands_on_the_object_in_the_photo(name):
   height, width, box = 80, 120, (20, 72, 30, 84)  # off-centre, inside every recipe's view
   photo = np.full([height, width, 3], 128, np.uint8)
   photo[box[0]:box[2], box[1]:box[3]] = (250, 20, 20)
-  image = export.preprocess_image_bytes(tf.io.encode_png(photo), 64, name)
+  image = serving.preprocess_image_bytes(tf.io.encode_png(photo), 64, name)
   cams, _, classes = gradcam.GradCam(_red_detector(2 if name == "vgg" else 0), "feat").explain(image[None], [0])
   heatmap = gradcam.to_photo(cams[0], height, width, 64, name)
   assert heatmap.shape == (height, width) and classes[0] == 0
@@ -215,8 +215,8 @@ def test_explain_bad_inputs_are_one_line_errors(run, photos, tmp_path):
   with pytest.raises(errors.BadValue, match="pass --explain=OUT_DIR too"):
     predict.run(run["train_dir"], [photos], explain_class="class_1")
   fake_export = tmp_path / "export"
-  (fake_export / export.SAVED_MODEL_SUBDIR).mkdir(parents=True)
-  (fake_export / export.SAVED_MODEL_SUBDIR / "saved_model.pb").write_bytes(b"")
+  (fake_export / serving.SAVED_MODEL_SUBDIR).mkdir(parents=True)
+  (fake_export / serving.SAVED_MODEL_SUBDIR / "saved_model.pb").write_bytes(b"")
   for model in (str(fake_export), str(fake_export / "model_float32.tflite")):
     with pytest.raises(errors.BadValue, match="--explain needs the run directory or checkpoint"):
       predict.run(model, [photos], explain=str(tmp_path / "x"))

@@ -1,4 +1,4 @@
-"""Class imbalance (slimflowers/imbalance.py): the warning, --class_weights=balanced, --balanced_sampling.
+"""Class imbalance (slimflowers/core/imbalance.py): the warning, --class_weights=balanced, --balanced_sampling.
 
 The weighted loss is checked against the formula computed here from the model's logits, and one replica
 against two (conftest.py's logical CPUs) on the same global batch; the balanced stream against itself
@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 import datasets
-from slimflowers import imbalance
-from slimflowers import input_pipeline
-from slimflowers import run_record
-from slimflowers import train
-from slimflowers import train_flags
+from slimflowers.core import imbalance
+from slimflowers.data import input_pipeline
+from slimflowers.train import flags as train_flags
+from slimflowers.train import program as train
+from slimflowers.train import run_record
 from tests import tiny_data
 
 
@@ -64,12 +64,10 @@ def test_converter_records_class_counts_and_trainer_warns(imbalanced, tmp_path, 
     assert json.load(f)["splits"]["train"]["class_counts"] == [20, 2, 2]
   split = datasets.get_split("folder", "train", imbalanced)
   assert imbalance.class_counts(split) == [20, 2, 2]
-  cfg = train_flags.config(class_weights="none", balanced_sampling=False, dataset_split_name="train")
   with caplog.at_level("WARNING"):
-    assert train._class_weights(cfg, split) is None  # pylint: disable=protected-access
+    assert imbalance.training_weights(split, class_weights="none", balanced_sampling=False) is None
   assert "10.0x the 2 of its smallest 'class_1'" in caplog.text
-  cfg = train_flags.config(class_weights="balanced", balanced_sampling=False, dataset_split_name="train")
-  weights = train._class_weights(cfg, split)  # pylint: disable=protected-access
+  weights = imbalance.training_weights(split, class_weights="balanced", balanced_sampling=False)
   np.testing.assert_allclose(weights, [24 / 60, 4, 4], rtol=1e-6)
 
 

@@ -197,7 +197,7 @@ def test_features_mode(built):
 def test_gradcam_feature_layer_is_the_last_spatial_map(built):
   """Every net declares its last spatial feature map (Grad-CAM's layer): a 4-D output after which no layer with
   weights keeps a map larger than 1x1, and Grad-CAM on it gives one finite 0..1 heatmap per image."""
-  from slimflowers import gradcam  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import gradcam  # pylint: disable=g-import-not-at-top
   spec, model = built
   names = [l.name for l in model.layers]
   assert spec.feature_layer in names, f"{spec.name}: feature_layer {spec.feature_layer!r} is not one of its layers"
