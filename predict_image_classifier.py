@@ -7,8 +7,9 @@ r"""Classifies image files with an exported model (SavedModel or .tflite) or a t
 --model: an export directory (export_image_classifier.py --output_dir), one of its model_<quant>.tflite
 files, or a run directory / checkpoint. Directories are walked recursively, as the converter walks them
 (directory links are not followed; each file once). Without --output, prints
-`path<TAB>top-1 label<TAB>probability` per file. A file that is not a readable image gets an error row
-and the run goes on; the exit code is non-zero only when no file could be classified.
+`path<TAB>top-1 label<TAB>probability` per file. --explain=OUT_DIR (run directories and checkpoints) also
+writes each photo's Grad-CAM overlay and heatmap (slimflowers/deploy/gradcam.py). A file that is not a readable image
+gets an error row and the run goes on; the exit code is non-zero only when no file could be classified.
 The program: slimflowers/deploy/predict.py.
 """
 from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
@@ -27,12 +28,18 @@ flags.DEFINE_string("output", None, "predictions.csv or predictions.jsonl; defau
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file that this program did not write.")
 flags.DEFINE_integer("batch_size", 64, "Images per batch.")
 flags.DEFINE_bool("use_ema", False, "Checkpoints only: use the moving averages (training used --moving_average_decay).")
+flags.DEFINE_string("explain", None, "A directory for each photo's Grad-CAM overlay (.png, the photo's size) and "
+                    "heatmap (.npy, photo height x width), at the photo's relative path. Run directories and "
+                    "checkpoints only. Files there that this program did not write are never replaced.")
+flags.DEFINE_string("explain_class", None, "With --explain: the class (name or id) to explain in every photo; "
+                    "default: each photo's predicted class.")
 flags.mark_flag_as_required("model")
 
 
 def main(argv):
   predict.run(FLAGS.model, argv[1:], top_k=FLAGS.top_k, output=FLAGS.output, batch_size=FLAGS.batch_size,
-              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite)
+              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite,
+              explain=FLAGS.explain, explain_class=FLAGS.explain_class)
 
 
 if __name__ == "__main__":

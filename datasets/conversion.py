@@ -179,7 +179,7 @@ def write_shard(task):
   release the GIL, so threads convert in parallel.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  skipped, notes, digests, sizes = [], [], [], []
+  skipped, notes, digests, sizes, labels = [], [], [], [], []
   with tf.io.TFRecordWriter(task["path"]) as writer:
     for path, label, name in task["examples"]:
       try:
@@ -194,7 +194,8 @@ def write_shard(task):
       example = records.make_example(jpeg, label, height, width, name.rsplit("/", 1)[-1])
       writer.write(example.SerializeToString(deterministic=True))  # sorted map keys: the same bytes everywhere
       sizes.append((height, width))
-  return {"split": task["split"], "index": task["index"], "written": len(sizes), "skipped": skipped,
+      labels.append(label)
+  return {"labels": labels, "split": task["split"], "index": task["index"], "written": len(sizes), "skipped": skipped,
           "notes": notes, "sizes": sizes, "digests": digests, "total": len(task["examples"]),
           "file": os.path.basename(task["path"]), "file_bytes": os.path.getsize(task["path"]),
           "file_sha256": records.file_sha256(task["path"])}
@@ -391,7 +392,7 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
   split_meta, skipped, notes, digests, all_sizes = {}, [], [], [], []
   for task in tasks:
     split_meta.setdefault(task["split"], {"num_samples": 0, "num_shards": task["num_shards"], "files": [],
-                                          "sizes": []})
+                                          "sizes": [], "class_counts": [0] * len(class_names)})
     split_meta[task["split"]]["files"].append(os.path.basename(task["path"]))
   for r in results:
     split_meta[r["split"]]["num_samples"] += r["written"]
@@ -399,6 +400,8 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
     split_meta[r["split"]].setdefault("file_bytes", {})[r["file"]] = r["file_bytes"]
     split_meta[r["split"]].setdefault("file_sha256", {})[r["file"]] = r["file_sha256"]
     split_meta[r["split"]]["sizes"].extend(r["sizes"])
+    for label in r["labels"]:  # records per class id (the trainer's and converter's imbalance warning)
+      split_meta[r["split"]]["class_counts"][label] += 1
     all_sizes.extend(r["sizes"])
     skipped.extend(r["skipped"])
     notes.extend(r["notes"])
@@ -429,4 +432,9 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
   _move_into_place(dataset_dir, tasks, class_names, meta)
   logging.info("Wrote %s: %s images (%d of the %d files skipped) at %.1f images/s", dataset_dir,
                ", ".join(f"{s} {m['num_samples']}" for s, m in split_meta.items()), len(skipped), total, rate)
+  from slimflowers.core import imbalance  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  for split, info in split_meta.items():
+    line = imbalance.warning(info["class_counts"], class_names, split)
+    if line:
+      logging.warning("%s", line)
   return meta

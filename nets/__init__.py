@@ -47,6 +47,8 @@ class NetSpec:
   overrides are applied by `get_model`, so builders only see the others.
   weight_top: how a weight file's classification top maps onto our layers, as
   (Keras 3 class key, legacy layer name, our layer name) in file order.
+  feature_layer: the layer whose output is the net's last spatial feature map (what Grad-CAM
+  explains, slimflowers/deploy/gradcam.py); SOURCES.md §9 has where each name comes from.
   """
   name: str
   builder: Callable
@@ -57,6 +59,7 @@ class NetSpec:
   keras_application: Optional[str] = None
   overrides: tuple = ("dropout_rate",) + BATCH_NORM_OVERRIDES
   weight_top: tuple = (("dense", "predictions", "logits"),)
+  feature_layer: Optional[str] = None
 
 
 _REGISTRY = {}  # name -> NetSpec
@@ -65,7 +68,7 @@ _ALIASES = {}   # alias -> name
 
 def register(name, *, default_image_size, min_image_size, preprocessing, aliases=(),
              keras_application=None, overrides=("dropout_rate",) + BATCH_NORM_OVERRIDES,
-             weight_top=(("dense", "predictions", "logits"),)):
+             weight_top=(("dense", "predictions", "logits"),), feature_layer=None):
   """Decorator registering `builder` under `name`; duplicate names or aliases raise."""
   unknown = set(overrides) - set(ALL_OVERRIDES)
   if unknown:
@@ -79,7 +82,8 @@ def register(name, *, default_image_size, min_image_size, preprocessing, aliases
     _REGISTRY[name] = NetSpec(name=name, builder=builder, default_image_size=default_image_size,
                               min_image_size=min_image_size, preprocessing=preprocessing,
                               aliases=tuple(aliases), keras_application=keras_application,
-                              overrides=tuple(overrides), weight_top=tuple(weight_top))
+                              overrides=tuple(overrides), weight_top=tuple(weight_top),
+                              feature_layer=feature_layer)
     for alias in aliases:
       _ALIASES[alias] = name
     return builder

@@ -28,7 +28,7 @@ from nets import register
 
 
 @register("alexnet", default_image_size=224, min_image_size=195, preprocessing="inception",
-          weight_top=(("dense", "logits", "logits"),))
+          weight_top=(("dense", "logits", "logits"),), feature_layer="bn5")
 def alexnet(input_shape, num_classes, *, dropout_rate=0.5):
   """The study's AlexNet (see the module doc); num_classes=0 returns fc7's 4096 features."""
   inputs = keras.Input(input_shape, name="images")
@@ -57,7 +57,7 @@ def alexnet(input_shape, num_classes, *, dropout_rate=0.5):
 # TF-Slim users run alexnet_v2 with --preprocessing_name=vgg (it is not in TF-Slim's preprocessing_fn_map).
 @register("alexnet_v2", default_image_size=224, min_image_size=195, preprocessing="vgg",
           overrides=("dropout_rate",),
-          weight_top=(("dense", "logits", "logits"),))
+          weight_top=(("dense", "logits", "logits"),), feature_layer="conv5")
 def alexnet_v2(input_shape, num_classes, *, dropout_rate=0.5):
   bias = keras.initializers.Constant(0.1)
   fc_init = keras.initializers.TruncatedNormal(stddev=0.005)

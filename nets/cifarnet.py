@@ -14,7 +14,7 @@ from nets import register
 
 
 @register("cifarnet", default_image_size=32, min_image_size=32, preprocessing="cifarnet",
-          overrides=("dropout_rate",), weight_top=(("dense", "logits", "logits"),))
+          overrides=("dropout_rate",), weight_top=(("dense", "logits", "logits"),), feature_layer="conv2")
 def cifarnet(input_shape, num_classes, *, dropout_rate=0.5):
   conv_init = keras.initializers.TruncatedNormal(stddev=5e-2)
   fc_init = keras.initializers.TruncatedNormal(stddev=0.04)

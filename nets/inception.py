@@ -110,7 +110,8 @@ def _aux_logits_head(mixed_6e, num_classes):
 
 @register("inception_v3", default_image_size=299, min_image_size=75, preprocessing="inception",
           keras_application="InceptionV3",
-          overrides=("dropout_rate", "batch_norm_momentum", "batch_norm_epsilon", "aux_logits"))
+          overrides=("dropout_rate", "batch_norm_momentum", "batch_norm_epsilon", "aux_logits"),
+          feature_layer="mixed10")
 def inception_v3(input_shape, num_classes, *, dropout_rate=0.0, aux_logits=False):
   backbone = nets_utils.application_backbone("InceptionV3", input_shape)
   logits = nets_utils.logits_head(backbone.output, num_classes, dropout_rate)
@@ -125,7 +126,7 @@ def inception_v3(input_shape, num_classes, *, dropout_rate=0.0, aux_logits=False
 
 @register("inception_resnet_v2", default_image_size=299, min_image_size=75,
           preprocessing="inception", aliases=("inception_resnet",),
-          keras_application="InceptionResNetV2")
+          keras_application="InceptionResNetV2", feature_layer="conv_7b_ac")
 def inception_resnet_v2(input_shape, num_classes, *, dropout_rate=0.0):
   return nets_utils.application_model("inception_resnet_v2", "InceptionResNetV2", input_shape,
                                       num_classes, dropout_rate)

@@ -24,12 +24,12 @@ for _name, _alpha, _aliases in (("mobilenet_v1", 1.0, ("mobilenet",)),
                                 ("mobilenet_v1_050", 0.5, ()),
                                 ("mobilenet_v1_025", 0.25, ())):
   register(_name, default_image_size=224, min_image_size=32, preprocessing="inception",
-           aliases=_aliases, keras_application="MobileNet", weight_top=_V1_TOP)(
+           aliases=_aliases, keras_application="MobileNet", weight_top=_V1_TOP, feature_layer="conv_pw_13_relu")(
                _mobilenet_v1(_name, _alpha))
 
 
 @register("mobilenet_v2", default_image_size=224, min_image_size=32, preprocessing="inception",
-          keras_application="MobileNetV2")
+          keras_application="MobileNetV2", feature_layer="out_relu")
 def mobilenet_v2(input_shape, num_classes, *, dropout_rate=0.0):
   return nets_utils.application_model("mobilenet_v2", "MobileNetV2", input_shape, num_classes,
                                       dropout_rate)

@@ -17,7 +17,9 @@ def _builder(name, app_name):
 
 
 register("resnet_v1_50", default_image_size=224, min_image_size=32, preprocessing="vgg",
-         aliases=("resnet50",), keras_application="ResNet50")(_builder("resnet_v1_50", "ResNet50"))
+         aliases=("resnet50",), keras_application="ResNet50",
+         feature_layer="conv5_block3_out")(_builder("resnet_v1_50", "ResNet50"))
 register("resnet_v1_101", default_image_size=224, min_image_size=32, preprocessing="vgg",
-         aliases=("resnet101",), keras_application="ResNet101")(
+         aliases=("resnet101",), keras_application="ResNet101",
+         feature_layer="conv5_block3_out")(
              _builder("resnet_v1_101", "ResNet101"))

@@ -15,7 +15,7 @@ from nets import register
 
 
 @register("vgg_16", default_image_size=224, min_image_size=224, preprocessing="vgg",
-          aliases=("vgg16",), keras_application="VGG16",
+          aliases=("vgg16",), keras_application="VGG16", feature_layer="block5_conv3",
           weight_top=(("dense", "fc1", "fc6"), ("dense", "fc2", "fc7"),
                       ("dense", "predictions", "logits")))
 def vgg_16(input_shape, num_classes, *, dropout_rate=0.5):

@@ -194,6 +194,31 @@ def test_features_mode(built):
   keras.backend.clear_session()
 
 
+def test_gradcam_feature_layer_is_the_last_spatial_map(built):
+  """Every net declares its last spatial feature map (Grad-CAM's layer): a 4-D output after which no layer with
+  weights keeps a map larger than 1x1, and Grad-CAM on it gives one finite 0..1 heatmap per image."""
+  from slimflowers.deploy import gradcam  # pylint: disable=g-import-not-at-top
+  spec, model = built
+  names = [l.name for l in model.layers]
+  assert spec.feature_layer in names, f"{spec.name}: feature_layer {spec.feature_layer!r} is not one of its layers"
+  later = [l for l in model.layers[names.index(spec.feature_layer) + 1:]
+           if l.weights and len(l.output.shape) == 4]
+  probe = keras.Model(model.inputs, [model.get_layer(spec.feature_layer).output] + [l.output for l in later])
+  for size in [s for s in (96, 160, 224) if s >= spec.min_image_size]:  # the smallest with a map above 1x1
+    maps = probe.compute_output_spec(keras.KerasTensor((1, size, size, 3)))  # shapes only, nothing computed
+    maps = maps if isinstance(maps, (list, tuple)) else [maps]
+    if maps[0].shape[1] > 1:
+      break
+  assert len(maps[0].shape) == 4 and maps[0].shape[1] > 1, (spec.name, maps[0].shape)
+  for layer, out in zip(later, maps[1:]):
+    assert out.shape[1] * out.shape[2] == 1, f"{spec.name}: {layer.name} after the feature layer is {out.shape}"
+  cams, probabilities, classes = gradcam.for_model(model, spec.name).explain(_images(size), [-1, 3])
+  assert cams.shape == (2,) + tuple(maps[0].shape[1:3]) and probabilities.shape == (2, NUM_CLASSES)
+  assert probabilities[0, classes[0]] == probabilities[0].max() and classes[1] == 3
+  assert np.all(np.isfinite(cams)) and cams.min() >= 0 and np.all((cams.max(axis=(1, 2)) == 1) |
+                                                                   (cams.max(axis=(1, 2)) == 0))
+
+
 # ---------------------------------------------------------------------------
 # Inception-v3's auxiliary head, mixed precision, GFLOPs.
 

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets import records
+from slimflowers.core import imbalance
 from slimflowers.data import preprocessing
 
 AUGMENT_NAMES = ("none", "randaugment", "autoaugment")
@@ -172,12 +173,15 @@ def _epochs(n, seed, start_index):
   return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(start_index - first_epoch * n)
 
 
-def _indexed_records_in_memory(split, seed, start_index):
-  """(global index, serialized record) from `start_index` on: exact per-epoch permutations."""
+def _indexed_records_in_memory(split, seed, start_index, balanced=False):
+  """(global index, serialized record) from `start_index` on: exact per-epoch permutations (or, balanced, the
+  classes drawn equally: slimflowers/core/imbalance.py)."""
   all_records = tf.data.TFRecordDataset(split.filenames).batch(1 << 30).get_single_element()
   n = int(all_records.shape[0])
   _check_count(split, n)
-  return _epochs(n, seed, start_index), lambda i, r: (i, tf.gather(all_records, r))
+  indices = imbalance.balanced_epochs(imbalance.labels_of(split), seed, start_index) if balanced else _epochs(
+      n, seed, start_index)
+  return indices, lambda i, r: (i, tf.gather(all_records, r))
 
 
 def _indexed_records_streaming(split, seed, start_index):
@@ -192,7 +196,7 @@ def _indexed_records_streaming(split, seed, start_index):
 def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, start_index=0, augment="none",
                   random_erasing=0.0, color_distortion="fast", random_flip=True,
                   crop_area_range=preprocessing.DEFAULT_CROP_AREA_RANGE, input_context=None, streaming=None,
-                  decoded_cache_bytes=0):
+                  decoded_cache_bytes=0, balanced=False):
   """Infinite (images float32 [B, H, W, 3], labels int32 [B]); B = per-pipeline batch_size. See module doc.
 
   `color_distortion`, `random_flip`, `crop_area_range`: preprocessing.preprocess_train's.
@@ -200,6 +204,8 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
   (default: by size; forced for the tf.data service, whose workers read the files themselves).
   `decoded_cache_bytes`: when the split decodes to at most this many bytes, decode every image
   once (DecodedCache) and augment the cached pixels: no JPEG decoding per step.
+  `balanced`: draw the classes equally (--balanced_sampling, slimflowers/core/imbalance.py); the split is held
+  in memory (records or decoded pixels), as every flower set is.
   """
   crop_area_range = tuple(crop_area_range)
   _check_common(split, batch_size, image_size, preprocessing_name, color_distortion, crop_area_range)
@@ -216,13 +222,17 @@ def train_dataset(split, *, batch_size, image_size, preprocessing_name, seed, st
 
   if streaming is None:
     streaming = _split_bytes(split) > IN_MEMORY_LIMIT_BYTES
+  if balanced and streaming:
+    raise ValueError(f"--balanced_sampling needs the {split.split_name} split in memory (at most "
+                     f"{IN_MEMORY_LIMIT_BYTES >> 30} GiB on disk) and not the tf.data service; train without it.")
   cache = None
   needed = decoded_bytes(split) if not streaming and decoded_cache_bytes else None
   if needed is not None and needed <= decoded_cache_bytes:
     cache = DecodedCache(split, needed)
-    ds = _epochs(cache.labels.shape[0], seed, start_index)
+    ds = (imbalance.balanced_epochs(cache.labels.numpy(), seed, start_index) if balanced else
+          _epochs(cache.labels.shape[0], seed, start_index))
   elif not streaming:
-    ds, lookup = _indexed_records_in_memory(split, seed, start_index)
+    ds, lookup = _indexed_records_in_memory(split, seed, start_index, balanced)
   else:
     ds, lookup = _indexed_records_streaming(split, seed, start_index)
   if num_pipelines > 1:

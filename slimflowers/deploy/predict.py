@@ -226,6 +226,7 @@ class CheckpointPredictor:
   def __init__(self, path, use_ema=False):
     source = model_source.resolve_source(path)
     model, step = model_source.build_model(source, use_ema=use_ema)
+    self.model = model  # Grad-CAM (slimflowers/deploy/gradcam.py) explains this model
     self.image_size, self.preprocessing_name = source.image_size, source.preprocessing_name
     self.class_names = source.class_names
     self._forward = tf.function(
@@ -294,6 +295,8 @@ def predict(predictor, files, *, top_k=5, batch_size=64):
       best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
       for index, row, classes in zip(indices.numpy(), probabilities, best):
         found[int(index)] = [(int(c), predictor.class_names[c], float(row[c])) for c in classes]
+      if hasattr(predictor, "explain_batch"):  # --explain: slimflowers/deploy/gradcam.py
+        predictor.explain_batch(indices.numpy(), data)
       if time.monotonic() - last_log > PROGRESS_SECS:
         _progress(int(indices.numpy()[-1]) + 1, len(files), start)
         last_log = time.monotonic()
@@ -366,17 +369,26 @@ def check_output(output, overwrite=False):
   return extension
 
 
-def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False):
+def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False, explain=None,
+        explain_class=None):
   """Classifies the files under `paths` as the flags say; returns the list of Predictions.
 
   `top_k`: default 5 (or the number of classes, when fewer); `overwrite`: replace an --output file that
-  predict did not write (check_output).
+  predict did not write (check_output); `explain`: a directory for each photo's Grad-CAM overlay and heatmap
+  (slimflowers/deploy/gradcam.py), for the predicted class or `explain_class`.
   """
+  from slimflowers.deploy import gradcam  # pylint: disable=g-import-not-at-top
   if (top_k is not None and top_k < 1) or batch_size < 1:
     raise errors.BadValue(f"--top_k={top_k} and --batch_size={batch_size} must both be >= 1.")
   extension = check_output(output, overwrite) if output else None
+  if explain_class is not None and not explain:
+    raise errors.BadValue("--explain_class says which class --explain shows: pass --explain=OUT_DIR too.")
   files = list_files(paths)
-  predictor = load_predictor(model, use_ema=use_ema)
+  if explain:
+    predictor = gradcam.explaining_predictor(model, explain, paths, files, explain_class=explain_class,
+                                             use_ema=use_ema)
+  else:
+    predictor = load_predictor(model, use_ema=use_ema)
   top_k = serving.resolve_top_k(top_k, len(predictor.class_names))
   logging.info("Classifying %d file(s) with %s", len(files), predictor.what)
   start = time.monotonic()
@@ -392,6 +404,8 @@ def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, 
   note = f"; {len(failed)} could not be classified ({'error column' if output else 'error lines'})" if failed else ""
   logging.info("Classified %d of %d files in %.1f s (%.1f images/s)%s%s", done, len(files), secs,
                done / max(secs, 1e-9), note, f". Wrote {output}" if output else "")
+  if explain:
+    gradcam.report(predictor)
   if not done:
     raise NothingClassified(f"None of the {len(files)} file(s) could be classified; e.g. {failed[0].path}: "
                             f"{failed[0].error}")

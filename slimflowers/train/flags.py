@@ -17,6 +17,7 @@ from absl import flags
 
 import nets
 from slimflowers.core import devices
+from slimflowers.core import imbalance
 from slimflowers.core import run_dir
 from slimflowers.data import input_pipeline
 from slimflowers.data import preprocessing
@@ -101,6 +102,11 @@ def _define_optimization_flags():
   flags.DEFINE_float("warmup_epochs", 0.0, "Linear warmup length in epochs.")
   flags.DEFINE_float("weight_decay", 0.00004, "L2 regularization on the kernels the net names (TF-Slim's default).")
   flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+  flags.DEFINE_enum("class_weights", "none", imbalance.CLASS_WEIGHTS, "balanced: weigh each example's loss by "
+                    "n / (k * n_c) of its class (counted in the training split), as a weighted mean over the global "
+                    "batch. For imbalanced classes (the trainer warns at 5:1).")
+  flags.DEFINE_bool("balanced_sampling", False, "Draw the classes equally (per-class streams mixed with equal "
+                    "weights; seeded and resumable like the default stream). For imbalanced classes.")
   flags.DEFINE_float("moving_average_decay", None, "If set, keep an EMA of the weights (saved as ema_model).")
   flags.DEFINE_float("clip_gradient_norm", 0.0, "Clip the global gradient norm to this (0: off).")
 

@@ -33,6 +33,7 @@ def hparams_of(cfg, num_replicas):
       "crop_area_range": ",".join(f"{v:g}" for v in preprocessing.crop_area_range(cfg)),
       "mixup_alpha": cfg.mixup_alpha, "cutmix_alpha": cfg.cutmix_alpha, "label_smoothing": cfg.label_smoothing,
       "precision": cfg.precision,
+      "class_weights": cfg.class_weights, "balanced_sampling": bool(cfg.balanced_sampling),
       "replicas": num_replicas, "moving_average_decay": cfg.moving_average_decay or 0.0,
   }
 

@@ -27,6 +27,7 @@ from slimflowers.core import checkpoints
 from slimflowers.core import devices
 from slimflowers.core import errors
 from slimflowers.core import fileio
+from slimflowers.core import imbalance
 from slimflowers.core import locks
 from slimflowers.core import run_dir
 from slimflowers.data import input_pipeline
@@ -78,6 +79,9 @@ def resolve_config(cfg):
     value = getattr(cfg, name)
     if value is not None and value < 1:
       raise errors.BadValue(f"--{name}={value} must be >= 1 (or unset).")
+  if cfg.tf_data_service and cfg.balanced_sampling:
+    raise errors.BadValue("--balanced_sampling draws from the split held in memory by the trainer; it does not work "
+                          "with --tf_data_service. Drop one of them.")
   if cfg.tf_data_service and cfg.tf_data_service_timeout_secs < 1:
     raise errors.BadValue(f"--tf_data_service_timeout_secs={cfg.tf_data_service_timeout_secs} must be >= 1.")
   if cfg.decoded_cache_mb is not None and cfg.decoded_cache_mb < 0:
@@ -92,7 +96,7 @@ def resolve_config(cfg):
   return cfg
 
 
-def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
+def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps, class_weights=None):
   """Model (and EMA copy), schedule, optimizer and update step as `cfg` (the resolved flags) says.
 
   Returns (trainer, model_config): trainer.model, .ema_model, .optimizer, .global_step
@@ -112,7 +116,7 @@ def build_trainer(cfg, strategy, *, num_classes, steps_per_epoch, max_steps):
       train_variables=train_variables, label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
       clip_gradient_norm=cfg.clip_gradient_norm, ema_model=ema_model,
       moving_average_decay=cfg.moving_average_decay, loss_scaling=cfg.precision == "mixed_float16",
-      jit_compile=cfg.jit_compile)
+      jit_compile=cfg.jit_compile, class_weights=class_weights)
   model_config = checkpoints.model_config(cfg.model_name, num_classes, overrides, cfg.train_image_size,
                                           cfg.preprocessing_name)
   return trainer, model_config
@@ -133,7 +137,8 @@ def make_dataset_fn(cfg, split, start_step, num_classes):
         seed=cfg.seed, start_index=0 if service else start_step * cfg.batch_size, augment=cfg.augment,
         random_erasing=cfg.random_erasing, color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
         crop_area_range=preprocessing.crop_area_range(cfg), input_context=None if service else ctx,
-        streaming=True if service else None, decoded_cache_bytes=(cfg.decoded_cache_mb or 0) << 20)
+        streaming=True if service else None, decoded_cache_bytes=(cfg.decoded_cache_mb or 0) << 20,
+        balanced=cfg.balanced_sampling)
     if service:
       ds = data_service.distribute(ds, service, data_service.job_name(cfg.train_dir, start_step))
       ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -234,6 +239,8 @@ def _run_locked(cfg, strategy, chief, lock):
   ckpt_dir = cfg.train_dir if chief else tempfile.mkdtemp(prefix="slimflowers_worker_")
   fileio.makedirs(cfg.train_dir)
   split, max_steps = _get_split(cfg)
+  class_weights = imbalance.training_weights(split, class_weights=cfg.class_weights,
+                                             balanced_sampling=cfg.balanced_sampling)
   latest, previous, decision = _check_train_dir(cfg, chief, split.num_classes, max_steps)
   if decision.action == run_record.FINISHED:  # trains no step: writes nothing
     logging.warning("%s already finished at step %d with these flags: nothing to do, nothing written. To train it "
@@ -242,7 +249,8 @@ def _run_locked(cfg, strategy, chief, lock):
     return previous
 
   trainer, model_config = build_trainer(cfg, strategy, num_classes=split.num_classes,
-                                        steps_per_epoch=split.num_samples / cfg.batch_size, max_steps=max_steps)
+                                        steps_per_epoch=split.num_samples / cfg.batch_size, max_steps=max_steps,
+                                        class_weights=class_weights)
   manager, estimator = _configure_checkpoints(cfg, strategy, trainer, model_config, split, ckpt_dir, chief)
   writer = tf.summary.create_file_writer(os.path.join(cfg.train_dir, run_dir.TRAIN_SUBDIR)) if chief else \
       tf.summary.create_noop_writer()

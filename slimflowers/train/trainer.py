@@ -6,7 +6,8 @@
     trainer.train_dataset = strategy.distribute_datasets_from_function(dataset_fn)
     trainer.train(tf.constant(100))
 
-The loss is averaged over the GLOBAL batch and gradients are all-reduced once, in the
+The loss is averaged over the GLOBAL batch (with --class_weights, a weighted mean whose weight sum is
+all-reduced first) and gradients are all-reduced once, in the
 step, so R replicas with global batch B take exactly the step one replica with batch B
 takes, and clipping sees the global norm (Keras' own second all-reduce is switched off).
 The outer loop (checkpoints, summaries, resume) is train.py with Orbit's Controller.
@@ -44,7 +45,7 @@ class ClassifierTrainer(orbit.StandardTrainer):
   def __init__(self, *, strategy, model, num_classes, schedule, optimizer_name, optimizer_options,
                global_batch_size, global_step, train_variables=None, label_smoothing=0.0, weight_decay=0.0,
                clip_gradient_norm=0.0, ema_model=None, moving_average_decay=None, loss_scaling=False,
-               jit_compile=False):
+               jit_compile=False, class_weights=None):
     self.strategy = strategy
     self.model = model
     self.num_classes = num_classes
@@ -53,6 +54,8 @@ class ClassifierTrainer(orbit.StandardTrainer):
     self.global_batch = global_batch_size
     self.train_variables = list(train_variables if train_variables is not None else model.trainable_variables)
     self.label_smoothing = label_smoothing
+    # --class_weights (slimflowers/core/imbalance.py): per-class loss weights, the loss their weighted mean.
+    self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
     self.clip_gradient_norm = clip_gradient_norm
     self.ema_model = ema_model
     self.moving_average_decay = moving_average_decay
@@ -79,7 +82,13 @@ class ClassifierTrainer(orbit.StandardTrainer):
     self.last_metrics = {}
     super().__init__(train_dataset=None, options=orbit.StandardTrainerOptions(use_tf_while_loop=True))
 
-  def _forward_backward(self, images, labels):
+  def _example_weights(self, labels):
+    """Each example's class weight (soft labels from mixup/cutmix: the label-weighted mix of the weights)."""
+    if labels.dtype.is_integer:
+      return tf.gather(self.class_weights, labels)
+    return tf.linalg.matvec(tf.cast(labels, tf.float32), self.class_weights)
+
+  def _forward_backward(self, images, labels, weight_sum=None):
     with tf.GradientTape() as tape:
       outputs = self.model(images, training=True)
       aux_logits = None
@@ -97,7 +106,10 @@ class ClassifierTrainer(orbit.StandardTrainer):
                                                           label_smoothing=smoothing)
       # Averaged over the GLOBAL batch: replicas' gradients are summed, so R replicas with
       # global batch B take exactly the step 1 replica with batch B would.
-      ce = tf.reduce_sum(per_example) / self.global_batch
+      if weight_sum is None:
+        ce = tf.reduce_sum(per_example) / self.global_batch
+      else:  # the weighted mean over the global batch: weight_sum is the global batch's (summed across replicas)
+        ce = tf.reduce_sum(self._example_weights(labels) * per_example) / weight_sum
       loss = ce
       if aux_logits is not None:
         aux = keras.losses.categorical_crossentropy(onehot, tf.cast(aux_logits, tf.float32),
@@ -114,8 +126,12 @@ class ClassifierTrainer(orbit.StandardTrainer):
 
   def _replica_step(self, inputs):
     images, labels = inputs
-    grads, total, ce, reg, correct = self._compute(images, labels)
     ctx = tf.distribute.get_replica_context()
+    if self.class_weights is None:
+      grads, total, ce, reg, correct = self._compute(images, labels)
+    else:
+      weight_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(self._example_weights(labels)))
+      grads, total, ce, reg, correct = self._compute(images, labels, tf.maximum(weight_sum, 1e-12))
     # One all-reduce, done here so clipping sees the global gradient; the optimizer
     # is told not to reduce again (see _no_second_all_reduce).
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
