@@ -98,7 +98,7 @@ def _step(strategy, class_weights, images, labels):
   ds = tf.data.Dataset.from_tensors((images, labels))
   dist = strategy.experimental_distribute_dataset(ds)
   out = strategy.run(trainer._replica_step, (next(iter(dist)),))  # pylint: disable=protected-access
-  ce = strategy.reduce(tf.distribute.ReduceOp.SUM, out[1], axis=None).numpy()
+  ce = strategy.reduce(tf.distribute.ReduceOp.SUM, out, axis=None).numpy()[1]  # trainer._ACCUMULATED's order
   return ce, [v.numpy() for v in trainer.model.trainable_variables], logits
 
 
