@@ -40,6 +40,10 @@ flags.DEFINE_float("eval_interval_secs", 60, "Seconds between looks for a new ch
 flags.DEFINE_float("eval_timeout_secs", 3600, "Stop after this many seconds without a new checkpoint.")
 flags.DEFINE_list("final_eval_splits", [], "After the final checkpoint of the run: evaluate it and the best "
                   "checkpoint on these splits too (into eval_SPLIT/ and eval_SPLIT_best/), in this process.")
+flags.DEFINE_integer("early_stopping_patience", 0, "With --continuous: after this many evaluations without an "
+                     "improvement of validation accuracy by more than --early_stopping_min_delta, ask the trainer to "
+                     "stop (TRAIN_DIR/stop_request.json; README, 'Early stopping'). 0: never.", lower_bound=0)
+flags.DEFINE_float("early_stopping_min_delta", 0.0, "The accuracy gain that counts as an improvement.", lower_bound=0)
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU, to leave GPUs to training).")
 flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -60,7 +64,8 @@ def main(argv):
       preprocessing_name=FLAGS.preprocessing_name, eval_image_size=FLAGS.eval_image_size,
       batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, continuous=FLAGS.continuous,
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
-      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits)
+      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits,
+      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tensorflow as tf
 import datasets
 import nets
 from slimflowers import checkpoints
+from slimflowers import early_stopping
 from slimflowers import errors
 from slimflowers import eval_outputs
 from slimflowers import eval_watch
@@ -102,10 +103,14 @@ def run(strategy, **flags):
 
 def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None, dataset_split_name="validation",
         eval_dir=None, preprocessing_name=None, eval_image_size=None, batch_size=100, use_ema=False,
-        continuous=False, eval_interval_secs=60, eval_timeout_secs=3600, print_predictions=0, final_eval_splits=()):
+        continuous=False, eval_interval_secs=60, eval_timeout_secs=3600, print_predictions=0, final_eval_splits=(),
+        early_stopping_patience=0, early_stopping_min_delta=0.0):
   """Evaluates as the flags say; returns the list of result dicts recorded (all splits)."""
   if batch_size <= 0:
     raise errors.BadValue(f"--batch_size={batch_size} must be positive.")
+  if early_stopping_patience and not continuous:
+    raise errors.BadValue(f"--early_stopping_patience={early_stopping_patience} needs --continuous: it stops a "
+                          "training run from the evaluations beside it.")
   # ---------------- Where to look and where to write ----------------
   train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous)
   if dataset_split_name in final_eval_splits:
@@ -161,12 +166,16 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
   # ---------------- One checkpoint, or every new checkpoint of the run ----------------
   with locks.DirLock(eval_dir, PROGRAM) as lock:
     outputs = eval_outputs.Outputs(eval_dir, class_names=_class_names(split))
+    patience = early_stopping.Patience(train_dir, patience=early_stopping_patience, min_delta=early_stopping_min_delta,
+                                       history=run_dir.read_results(eval_dir)) if early_stopping_patience else None
     try:
       def evaluate_fn(path):
         result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
                                                    use_ema=use_ema, outputs=outputs)
         recorded.append(result)
         warn_if_suspect(result)
+        if patience is not None:
+          patience.observe(result)
         if print_predictions:
           print(exact_eval.format_predictions(exact_eval.predictions(model, named, print_predictions),
                                               split.labels_to_names), flush=True)

@@ -26,6 +26,7 @@ import nets
 from slimflowers import checkpoints
 from slimflowers import data_service
 from slimflowers import devices
+from slimflowers import early_stopping
 from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import hparams
@@ -34,6 +35,7 @@ from slimflowers import locks
 from slimflowers import optim
 from slimflowers import precise_bn
 from slimflowers import preemption
+from slimflowers import pretrained
 from slimflowers import preprocessing
 from slimflowers import run_dir
 from slimflowers import run_record
@@ -65,6 +67,8 @@ def resolve_config(cfg):
   if cfg.train_image_size < spec.min_image_size:
     raise errors.BadValue(f"--train_image_size={cfg.train_image_size} is below {spec.name}'s minimum "
                           f"{spec.min_image_size}; use at least {spec.min_image_size}.")
+  if cfg.checkpoint_path == pretrained.IMAGENET:
+    pretrained.weight_file(cfg.model_name, cfg.train_image_size)  # a net without ImageNet weights: say so now
   if cfg.batch_size < 1:
     raise errors.BadValue(f"--batch_size={cfg.batch_size} must be >= 1.")
   if cfg.max_number_of_steps is not None and cfg.max_number_of_steps < 1:
@@ -252,6 +256,11 @@ def _run_locked(cfg, strategy, chief, lock):
   if latest:
     check_resume_fits(latest, cfg, num_classes)
   previous = run_dir.read_run_info(cfg.train_dir)
+  # An evaluator's stop request (slimflowers/early_stopping.py): train nothing, unless --ignore_stop_request.
+  stopped = early_stopping.at_start(cfg.train_dir, previous, ignore=getattr(cfg, "ignore_stop_request", False),
+                                    chief=chief, latest_step=checkpoints.read_global_step(latest) if latest else None)
+  if stopped is not None:
+    return stopped
   decision = _decide(cfg, previous, latest, max_steps)
   for line in decision.warnings:
     logging.warning("%s", line)
@@ -312,11 +321,12 @@ def _run_locked(cfg, strategy, chief, lock):
     with errors.as_user_errors():
       source = checkpoints.restore_for_fine_tuning(
           model, cfg.checkpoint_path, model_name=cfg.model_name, exclude_scopes=cfg.checkpoint_exclude_scopes,
-          ignore_missing_vars=cfg.ignore_missing_vars)
+          ignore_missing_vars=cfg.ignore_missing_vars, image_size=cfg.train_image_size)
     if ema_model is not None:
       ema_model.set_weights(model.get_weights())
-    logging.warning("FINE-TUNING: initialized from --checkpoint_path=%s (excluded scopes: %s).",
-                    cfg.checkpoint_path, cfg.checkpoint_exclude_scopes or "none")
+    logging.warning("FINE-TUNING: initialized from --checkpoint_path=%s%s (excluded scopes: %s).",
+                    cfg.checkpoint_path, f" ({source})" if source != cfg.checkpoint_path else "",
+                    cfg.checkpoint_exclude_scopes or ("the head" if cfg.checkpoint_path == "imagenet" else "none"))
   else:
     source = None
     if ema_model is not None:
@@ -358,14 +368,16 @@ def _run_locked(cfg, strategy, chief, lock):
     logging.info("Input pipeline on the tf.data service %s (job %s): batches are not bit-reproducible across "
                  "runs and resumes.", cfg.tf_data_service, data_service.job_name(cfg.train_dir, start_step))
   wall_start = time.time()
+  stopper = early_stopping.StopWatcher(cfg.train_dir, strategy, manager, global_step, chief=chief)
   try:
     # SIGTERM/SIGINT: save at the end of the current loop of steps and stop (slimflowers/preemption.py).
     with preemption.Watcher(strategy, manager, global_step,
                             multi_worker=devices.is_multi_worker(strategy)) as watcher, \
         _service_watchdog(cfg, manager, global_step, writer, lock) as watchdog:
-      controller.train_actions += (watcher.action, watchdog.progress)
+      controller.train_actions += (watcher.action, watchdog.progress, stopper.action)
       if start_step < max_steps:
-        controller.train(steps=max_steps, checkpoint_at_completion=True)
+        with stopper.stops_training():  # an evaluator's stop request: saved, then finished at that step
+          controller.train(steps=max_steps, checkpoint_at_completion=True)
       elif manager.latest_checkpoint is None or manager.latest_checkpoint != latest:
         manager.save(checkpoint_number=start_step, check_interval=False)
   except preemption.Preempted:
@@ -383,7 +395,7 @@ def _run_locked(cfg, strategy, chief, lock):
 
   # ---------------- Done: `finished` with the final checkpoint, then the rest ----------------
   _record_time(run_info, trainer, cfg, wall_start)
-  run_info.update({"final_step": int(global_step.numpy()), "finished": True})
+  run_info.update({"final_step": int(global_step.numpy()), "finished": True, **stopper.record})
   run_info["precise_bn_secs"] = run_info.get("precise_bn_secs", 0.0) + estimator.secs
   if chief:
     run_dir.write_run_info(cfg.train_dir, run_info)
