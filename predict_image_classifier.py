@@ -27,12 +27,14 @@ flags.DEFINE_string("output", None, "predictions.csv or predictions.jsonl; defau
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file that this program did not write.")
 flags.DEFINE_integer("batch_size", 64, "Images per batch.")
 flags.DEFINE_bool("use_ema", False, "Checkpoints only: use the moving averages (training used --moving_average_decay).")
+flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Checkpoints only: test-time augmentation, the logits of "
+                  "the image and its mirror (flip) or of ten crops (crops) averaged (slimflowers/tta.py).")
 flags.mark_flag_as_required("model")
 
 
 def main(argv):
   predict.run(FLAGS.model, argv[1:], top_k=FLAGS.top_k, output=FLAGS.output, batch_size=FLAGS.batch_size,
-              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite)
+              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite, tta=FLAGS.tta)
 
 
 if __name__ == "__main__":

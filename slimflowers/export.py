@@ -72,6 +72,7 @@ from slimflowers import metrics
 from slimflowers import preprocessing
 from slimflowers import run_dir
 from slimflowers import sanity
+from slimflowers import tta as tta_lib
 
 PROGRAM = "export_image_classifier.py"
 FORMATS = ("saved_model", "tflite")
@@ -81,6 +82,7 @@ LABELS_FILE = records.LABELS_FILENAME
 SIGNATURES = ("serving_default", "serving_images", "serving_examples", "serving_preprocessed")
 TFLITE_INPUT = "preprocessed_images"
 TFLITE_OUTPUT = "logits"
+EXPORT_TTA = ("none", "flip")  # test-time augmentation an export may bake in
 # A float32 artifact that misses these is a bug (the export must reproduce the checkpoint).
 FLOAT32_MIN_AGREEMENT = 0.999
 FLOAT32_MAX_RELATIVE_DIFF = 1e-4
@@ -268,8 +270,9 @@ def preprocess_batch(image_bytes, image_size, preprocessing_name):
 class ServingModule(tf.Module):
   """What the SavedModel holds: the four signatures over one Keras model, preprocessing inside the graph."""
 
-  def __init__(self, model, *, class_names, image_size, preprocessing_name, top_k):
+  def __init__(self, model, *, class_names, image_size, preprocessing_name, top_k, tta=tta_lib.NONE):
     super().__init__()
+    self.tta = tta  # --tta=flip: every signature (and the TFLite files) average the image's and its mirror's logits
     # The Keras 3 model is hidden from tf.Module's tracking and its raw tf.Variables are tracked instead:
     # tracking the model itself saves fine, but TFLite conversion then keeps VAR_HANDLE ops and the
     # converted model outputs NaN (TF 2.20, checked).
@@ -302,7 +305,7 @@ class ServingModule(tf.Module):
     return logits.get_concrete_function()
 
   def _logits(self, images):
-    return tf.cast(exact_eval.logits_of(self._model(images, training=False)), tf.float32)
+    return tf.cast(tta_lib.logits(self._model, images, self.tta), tf.float32)
 
   def _outputs(self, images):
     logits = self._logits(images)
@@ -465,6 +468,7 @@ def export_description(source, *, step, use_ema, module, tflite_models, saved_mo
       "preprocessing": preprocessing.describe(source.preprocessing_name, source.image_size),
       "labels_file": LABELS_FILE, "checkpoint": shipped_checkpoint_name(source), "step": int(step),
       "use_ema": bool(use_ema),
+      "tta": module.tta,
       "top_k": module.top_k,
       "saved_model": _saved_model_description(module, source.num_classes) if saved_model else None,
       "tflite": tflite, "tflite_app_steps": steps,
@@ -610,9 +614,9 @@ class ReferencePass:
   timing_images: np.ndarray
 
 
-def reference_pass(model, tflite_models, split, image_size, preprocessing_name, batch_size):
+def reference_pass(model, tflite_models, split, image_size, preprocessing_name, batch_size, tta=tta_lib.NONE):
   """One pass over the split: preprocess once, run the Keras model and every TFLite model on the same images."""
-  forward = tf.function(lambda x: tf.cast(exact_eval.logits_of(model(x, training=False)), tf.float32),
+  forward = tf.function(lambda x: tf.cast(tta_lib.logits(model, x, tta), tf.float32),
                         reduce_retracing=True)
   labels, logits, timing = [], [], []
   tflite_logits = {q: [] for q in tflite_models}
@@ -968,14 +972,19 @@ def _directory_bytes(directory):
 
 def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS, quantize=("float32", "int8"),
                verify_split=None, calibration_split="train", num_calibration_images=300, use_ema=False, top_k=None,
-               max_accuracy_drop=2.0, batch_size=32, overwrite=False):
+               max_accuracy_drop=2.0, batch_size=32, overwrite=False, tta=tta_lib.NONE):
   """Exports and verifies one checkpoint (see the module doc). Returns the report (also in export_report.json).
+
+  `tta="flip"` bakes flip test-time augmentation into every signature and TFLite file (slimflowers/tta.py).
 
   `overwrite`: replace files of the user's in output_dir at paths the export writes (check_output_dir).
 
   Raises VerificationFailed (after writing everything) when an artifact misses its bound.
   """
   formats, quantize = _check_options(formats, quantize, top_k, max_accuracy_drop, num_calibration_images, batch_size)
+  if tta not in EXPORT_TTA:
+    raise errors.BadValue(f"--tta={tta}: the export bakes in {' or '.join(EXPORT_TTA)} (crops would run the net 10 "
+                          "times per served image).")
   existing = check_output_dir(output_dir, formats, quantize, overwrite)  # refuse now, not after the conversions
   # ---------------- Which model, which data ----------------
   source = resolve_source(checkpoint_path, dataset_dir)
@@ -995,7 +1004,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
   top_k = resolve_top_k(top_k, source.num_classes)
   model, step = build_model(source, use_ema=use_ema)
   module = ServingModule(model, class_names=source.class_names, image_size=source.image_size,
-                         preprocessing_name=source.preprocessing_name, top_k=top_k)
+                         preprocessing_name=source.preprocessing_name, top_k=top_k, tta=tta)
   logging.info("Exporting %s (%d classes, %d px, %s preprocessing) from %s (step %d%s) to %s", source.model_name,
                source.num_classes, source.image_size, source.preprocessing_name, source.prefix, step,
                ", EMA weights" if use_ema else "", output_dir)
@@ -1023,7 +1032,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
 
     # ---------------- Verification ----------------
     rows = verify(tmp, model, tflite_models, source, splits.verify if splits else None, batch_size,
-                  saved_model="saved_model" in formats)
+                  saved_model="saved_model" in formats, tta=tta)
     failures = verification_failures(rows, max_accuracy_drop)
     report = {"format_version": FORMAT_VERSION, "checkpoint": shipped_checkpoint_name(source), "step": int(step),
               "use_ema": bool(use_ema), "model_name": source.model_name, "num_classes": source.num_classes,
@@ -1047,7 +1056,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
   return report
 
 
-def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved_model):
+def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved_model, tta=tta_lib.NONE):
   """The report's rows: the checkpoint, the SavedModel and each TFLite model (metrics only with a split)."""
   files = {q: tflite_filename(q) for q in tflite_models}
   prefix_bytes = sum(fileio.size(p) for p in checkpoints.checkpoint_files(source.prefix))
@@ -1061,7 +1070,8 @@ def verify(export_dir, model, tflite_models, source, split, batch_size, *, saved
     return rows + [artifact_row(artifact_name(q), quantization=q, file=f,
                                 size_bytes=fileio.size(os.path.join(export_dir, f))) for q, f in files.items()]
   start = time.perf_counter()
-  ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size)
+  ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size,
+                       tta=tta)
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
   checkpoint = artifact_row("checkpoint", quantization=None, file=shipped_checkpoint_name(source),
                             size_bytes=prefix_bytes, logits=ref.logits, **common)

@@ -44,11 +44,11 @@ import tensorflow as tf
 from datasets import dataset_utils
 from datasets import images
 from slimflowers import errors
-from slimflowers import exact_eval
 from slimflowers import export
 from slimflowers import fileio
 from slimflowers import metrics
 from slimflowers import run_dir
+from slimflowers import tta as tta_lib
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 PROGRESS_SECS = 10.0
@@ -220,15 +220,15 @@ class TFLitePredictor:
 class CheckpointPredictor:
   """A run directory or checkpoint: the Keras model restored as the evaluator restores it."""
 
-  def __init__(self, path, use_ema=False):
+  def __init__(self, path, use_ema=False, tta=tta_lib.NONE):
     source = export.resolve_source(path)
     model, step = export.build_model(source, use_ema=use_ema)
     self.image_size, self.preprocessing_name = source.image_size, source.preprocessing_name
     self.class_names = source.class_names
     self._forward = tf.function(
-        lambda x: tf.nn.softmax(tf.cast(exact_eval.logits_of(model(x, training=False)), tf.float32)),
-        reduce_retracing=True)
-    self.what = f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''})"
+        lambda x: tf.nn.softmax(tf.cast(tta_lib.logits(model, x, tta), tf.float32)), reduce_retracing=True)
+    self.what = (f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''}"
+                 f"{f', tta={tta}: {tta_lib.VIEWS[tta]} views' if tta != tta_lib.NONE else ''})")
     info = run_dir.read_run_info(source.train_dir)
     if info and not info.get("finished"):
       logging.warning("The run in %s has not finished training: these predictions come from its checkpoint at step "
@@ -239,11 +239,16 @@ class CheckpointPredictor:
     return self._forward(images).numpy()
 
 
-def load_predictor(model, use_ema=False):
+def load_predictor(model, use_ema=False, tta=tta_lib.NONE):
   """The predictor for --model: an export directory, a .tflite file, or a run directory / checkpoint."""
   model = model.rstrip("/")
   is_export = fileio.exists(os.path.join(model, export.SAVED_MODEL_SUBDIR, "saved_model.pb"))
   is_tflite = model.endswith(".tflite")
+  with errors.as_user_errors():
+    tta = tta_lib.check(tta)
+  if tta != tta_lib.NONE and (is_export or is_tflite):
+    raise errors.BadValue(f"--tta={tta} applies to checkpoints only: an export runs what it was exported with "
+                          "(export_image_classifier.py --tta=flip bakes flip into it; its export.json says 'tta').")
   if use_ema and (is_export or is_tflite):
     raise errors.BadValue("--use_ema applies to checkpoints only: an export holds the weights it was exported with "
                           "(export_image_classifier.py --use_ema).")
@@ -254,7 +259,7 @@ def load_predictor(model, use_ema=False):
   if is_export:
     return SavedModelPredictor(model)
   try:
-    return CheckpointPredictor(model, use_ema=use_ema)
+    return CheckpointPredictor(model, use_ema=use_ema, tta=tta)
   except errors.NotFound as e:
     raise errors.NotFound(f"--model={model} is not an export directory (no {export.SAVED_MODEL_SUBDIR}/"
                           f"saved_model.pb), not a .tflite file, and not a checkpoint: {e}") from e
@@ -363,7 +368,7 @@ def check_output(output, overwrite=False):
   return extension
 
 
-def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False):
+def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False, tta=tta_lib.NONE):
   """Classifies the files under `paths` as the flags say; returns the list of Predictions.
 
   `top_k`: default 5 (or the number of classes, when fewer); `overwrite`: replace an --output file that
@@ -373,7 +378,7 @@ def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, 
     raise errors.BadValue(f"--top_k={top_k} and --batch_size={batch_size} must both be >= 1.")
   extension = check_output(output, overwrite) if output else None
   files = list_files(paths)
-  predictor = load_predictor(model, use_ema=use_ema)
+  predictor = load_predictor(model, use_ema=use_ema, tta=tta)
   top_k = export.resolve_top_k(top_k, len(predictor.class_names))
   logging.info("Classifying %d file(s) with %s", len(files), predictor.what)
   start = time.monotonic()
