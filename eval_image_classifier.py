@@ -44,6 +44,12 @@ flags.DEFINE_integer("early_stopping_patience", 0, "With --continuous: after thi
                      "improvement of validation accuracy by more than --early_stopping_min_delta, ask the trainer to "
                      "stop (TRAIN_DIR/stop_request.json; README, 'Early stopping'). 0: never.", lower_bound=0)
 flags.DEFINE_float("early_stopping_min_delta", 0.0, "The accuracy gain that counts as an improvement.", lower_bound=0)
+flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Test-time augmentation: logits averaged over the "
+                  "image and its mirror (flip, 2 views) or the centre and four corner crops, each mirrored (crops, "
+                  "10 views); results go to eval_SPLIT_tta_MODE/ (slimflowers/tta.py).")
+flags.DEFINE_integer("keep_top_n", 0, "Keep copies of the N best checkpoints by accuracy in EVAL_DIR/top/ (the "
+                     "trainer rotates its own away), for python -m slimflowers.averaging. 0: best/ only.",
+                     lower_bound=0)
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU, to leave GPUs to training).")
 flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -65,7 +71,8 @@ def main(argv):
       batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, continuous=FLAGS.continuous,
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits,
-      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta)
+      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta,
+      tta=FLAGS.tta, keep_top_n=FLAGS.keep_top_n)
 
 
 if __name__ == "__main__":
