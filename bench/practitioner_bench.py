@@ -1,6 +1,6 @@
 """The practitioner's kit against the plain best checkpoint: TTA, checkpoint averaging, early stopping (issue 24).
 
-    .venv/bin/python bench/practitioner_bench.py --work_dir=/tmp/practitioner_bench      # ~30 min on 2 busy cores
+    .venv/bin/python bench/practitioner_bench.py --work_dir=/tmp/practitioner_bench      # ~40 min on 2 busy cores
 
 On two small sets, each converted with a test split -- `digits` (scikit-learn's 1,797 real 8x8 handwritten
 digits, load_digits, written as PNGs per class) and `synthetic_flowers` (generated, stored at 96 px) -- it
@@ -13,7 +13,7 @@ interval (scipy.stats.binomtest(k, n).proportion_ci(method="wilson")):
     (images/s, the evaluator's own timing, same process, alternated; under load: read the ratio, not the rate);
   - the average of the top 3 and top 5 checkpoints by validation accuracy (slimflowers/averaging.py), batch-norm
     statistics re-estimated (PreciseBN, the default) and, for the top 5, averaged instead;
-  - early stopping: early_stopping.Patience run over the same validation sequence (the run is deterministic, so a
+  - early stopping, for each --patience: early_stopping.Patience run over the same validation sequence (a
     live evaluator would have asked for the stop at that evaluation): the step it stops at, the steps saved, and
     the test accuracy of the best checkpoint up to there (what the evaluator's final splits evaluate).
 Prints a Markdown table (BENCHMARKS.md, "Practitioner's kit") and writes WORK_DIR/results.json.
@@ -33,10 +33,11 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 
 flags.DEFINE_string("work_dir", "/tmp/practitioner_bench", "Data, runs and results go here.")
 flags.DEFINE_list("folders", ["digits", "synthetic_flowers"], "Sets to run on.")
-flags.DEFINE_integer("steps", 600, "Training steps per set.")
-flags.DEFINE_integer("save_every", 40, "A checkpoint (and a validation evaluation) every this many steps.")
-flags.DEFINE_integer("patience", 4, "Early stopping's patience (evaluations).")
+flags.DEFINE_integer("steps", 2400, "Training steps per set.")
+flags.DEFINE_integer("save_every", 80, "A checkpoint (and a validation evaluation) every this many steps.")
+flags.DEFINE_list("patience", ["2", "3", "4", "5"], "Early stopping's patience values (evaluations), a row each.")
 flags.DEFINE_float("min_delta", 0.0, "Early stopping's min_delta.")
+flags.DEFINE_string("results_name", "results.json", "File name of the results in --work_dir.")
 FLAGS = flags.FLAGS
 
 MODEL, SIZE, BATCH = "mobilenet_v1_025", 32, 32
@@ -141,26 +142,26 @@ def run_set(name, dataset_name, dataset_dir, work_dir):
     out = os.path.join(train_dir, f"averaged_top{top_n}" + ("" if batches else "_bn_averaged"))
     record = averaging.average_top(train_dir, top_n, output_dir=out, precise_bn_batches=batches)
     rows[label] = dict(on_test(tf.train.latest_checkpoint(out)), averaged_steps=record["steps"])
-  # Early stopping over the same validation sequence.
-  scratch = os.path.join(work_dir, "scratch_" + name)
-  os.makedirs(scratch, exist_ok=True)
-  request = early_stopping.request_path(scratch)
-  if os.path.exists(request):
-    os.remove(request)
-  patience = early_stopping.Patience(scratch, patience=FLAGS.patience, min_delta=FLAGS.min_delta)
-  stop_step = None
-  for row in results:
-    if patience.observe(row):
-      stop_step = int(row["step"])
-      break
-  if stop_step is not None:
+  # Early stopping over the same validation sequence, for each patience.
+  stops = {}
+  for value in FLAGS.patience:
+    scratch = os.path.join(work_dir, f"scratch_{name}_{value}")
+    os.makedirs(scratch, exist_ok=True)
+    request = early_stopping.request_path(scratch)
+    if os.path.exists(request):
+      os.remove(request)
+    patience = early_stopping.Patience(scratch, patience=int(value), min_delta=FLAGS.min_delta)
+    stop_step = stops[value] = next((int(r["step"]) for r in results if patience.observe(r)), None)
+    if stop_step is None:
+      continue
     seen = [r for r in results if int(r["step"]) <= stop_step]
     early_best = averaging.top_results(seen, 1)[0]
-    rows["early stopping best"] = dict(on_test(os.path.join(train_dir, os.path.basename(early_best["checkpoint"]))),
-                                       stopped_at=stop_step, steps_saved=FLAGS.steps - stop_step)
+    rows[f"early stopping, patience {value}"] = dict(
+        on_test(os.path.join(train_dir, os.path.basename(early_best["checkpoint"]))), stopped_at=stop_step,
+        steps_saved=FLAGS.steps - stop_step)
   return {"set": name, "train_secs": train_secs, "sec_per_step": info.get("sec_per_step"),
           "best_validation": {"step": int(best_row["step"]), "accuracy": best_row["accuracy"]},
-          "stop_step": stop_step, "steps": FLAGS.steps, "rows": rows,
+          "stop_steps": stops, "steps": FLAGS.steps, "rows": rows,
           "validation_curve": [(int(r["step"]), r["accuracy"]) for r in results]}
 
 
@@ -189,7 +190,7 @@ def main(argv):
   for name in FLAGS.folders:
     res = run_set(name, *sets[name], FLAGS.work_dir)
     out.append(res)
-    with open(os.path.join(FLAGS.work_dir, "results.json"), "w") as f:
+    with open(os.path.join(FLAGS.work_dir, FLAGS.results_name), "w") as f:
       json.dump(out, f, indent=1)
     print(table([res]), flush=True)
   print(table(out))
