@@ -213,19 +213,20 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string("checkpoint_path", None, "The run directory (its eval_validation/results.jsonl ranks the "
-                      "checkpoints).")
-  flags.DEFINE_integer("top_n", 3, "How many of the best checkpoints to average.")
+  """--top_n and --output_dir; --checkpoint_path, --precise_bn_batches and --dataset_dir are the trainer's own flags
+  (train_flags.py: PreciseBN below reads the run's flags through them, so they cannot be defined twice)."""
+  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  train_flags.define_flags()
+  flags.DEFINE_integer("top_n", 3, "How many of the best checkpoints (by validation accuracy) to average.")
   flags.DEFINE_string("output_dir", None, "Default: RUN/averaged_topN (replaced when it holds an earlier average).")
-  flags.DEFINE_integer("precise_bn_batches", 50, "Training batches to re-estimate batch-norm statistics over; 0: "
-                       "average them instead.", lower_bound=0)
-  flags.DEFINE_string("dataset_dir", None, "The training data for PreciseBN; default: the run's.")
-  flags.mark_flag_as_required("checkpoint_path")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}. All options are --flags.")
+  if not FLAGS.checkpoint_path:
+    raise app.UsageError("--checkpoint_path=RUN is required: the run directory whose eval_validation/results.jsonl "
+                         "ranks the checkpoints.")
   average_top(FLAGS.checkpoint_path, FLAGS.top_n, output_dir=FLAGS.output_dir,
               precise_bn_batches=FLAGS.precise_bn_batches, dataset_dir=FLAGS.dataset_dir)
 

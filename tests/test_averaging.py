@@ -111,3 +111,13 @@ def test_batch_norm_statistics_are_re_estimated_not_averaged(tiny_dataset, tmp_p
   kernels = [k for k in weights["averaged"] if k.endswith("kernel")]
   for k in kernels:  # the weights themselves are the same average
     np.testing.assert_array_equal(weights["averaged"][k], weights["precise"][k])
+
+
+def test_the_program_shares_the_trainers_flags():
+  """python -m slimflowers.averaging reads the run's training flags for PreciseBN: its own flags must not clash."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  averaging.define_flags()
+  train_flags.define_flags()
+  for name in ("checkpoint_path", "precise_bn_batches", "dataset_dir", "top_n", "output_dir"):
+    assert name in flags.FLAGS
