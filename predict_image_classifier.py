@@ -9,13 +9,13 @@ files, or a run directory / checkpoint. Directories are walked recursively, as t
 (directory links are not followed; each file once). Without --output, prints
 `path<TAB>top-1 label<TAB>probability` per file. A file that is not a readable image gets an error row
 and the run goes on; the exit code is non-zero only when no file could be classified.
-The program: slimflowers/predict.py.
+The program: slimflowers/deploy/predict.py.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from slimflowers import predict
+from slimflowers.deploy import predict
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +28,7 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --output file that th
 flags.DEFINE_integer("batch_size", 64, "Images per batch.")
 flags.DEFINE_bool("use_ema", False, "Checkpoints only: use the moving averages (training used --moving_average_decay).")
 flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Checkpoints only: test-time augmentation, the logits of "
-                  "the image and its mirror (flip) or of ten crops (crops) averaged (slimflowers/tta.py).")
+                  "the image and its mirror (flip) or of ten crops (crops) averaged (slimflowers/eval/tta.py).")
 flags.mark_flag_as_required("model")
 
 

@@ -9,9 +9,9 @@ before each checkpoint), keeping a checkpoint every --save_every steps, and eval
 split (results.jsonl, as the continuous evaluator writes it). Then, on the TEST split, each with its 95 % Wilson
 interval (scipy.stats.binomtest(k, n).proportion_ci(method="wilson")):
   - plain: the best checkpoint by validation accuracy (what best/ holds);
-  - TTA flip and TTA crops on that checkpoint (slimflowers/tta.py), with their evaluation speed against plain
+  - TTA flip and TTA crops on that checkpoint (slimflowers/eval/tta.py), with their evaluation speed against plain
     (images/s, the evaluator's own timing, same process, alternated; under load: read the ratio, not the rate);
-  - the average of the top 3 and top 5 checkpoints by validation accuracy (slimflowers/averaging.py), batch-norm
+  - the average of the top 3 and top 5 checkpoints by validation accuracy (slimflowers/train/averaging.py), batch-norm
     statistics re-estimated (PreciseBN, the default) and, for the top 5, averaged instead;
   - early stopping, for each --patience: early_stopping.Patience run over the same validation sequence (a
     live evaluator would have asked for the stop at that evaluation): the step it stops at, the steps saved, and
@@ -26,7 +26,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from slimflowers import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -46,14 +46,15 @@ MODEL, SIZE, BATCH = "mobilenet_v1_025", 32, 32
 def make_sets(work_dir):
   """{name: (dataset_name, dataset_dir)}: both converted with validation and test splits (made once)."""
   import datasets  # pylint: disable=g-import-not-at-top
+  from datasets import records  # pylint: disable=g-import-not-at-top
   data = os.path.join(work_dir, "data")
   out = {"digits": ("folder", os.path.join(data, "digits")),
          "synthetic_flowers": ("synthetic_flowers", os.path.join(data, "synthetic_flowers"))}
-  if not os.path.isfile(os.path.join(out["digits"][1], "dataset.json")):
+  if not os.path.isfile(os.path.join(out["digits"][1], records.DATASET_JSON)):
     source = os.path.join(data, "digits_png")
     _write_digits(source)
     datasets.convert("folder", out["digits"][1], source=source, validation_size=0.2, test_size=0.2, num_workers=1)
-  if not os.path.isfile(os.path.join(out["synthetic_flowers"][1], "dataset.json")):
+  if not os.path.isfile(os.path.join(out["synthetic_flowers"][1], records.DATASET_JSON)):
     datasets.convert("synthetic_flowers", out["synthetic_flowers"][1], num_images=1500, validation_size=0.2,
                      test_size=0.2, resize_to=96, num_workers=1)
   return out
@@ -82,9 +83,11 @@ def run_set(name, dataset_name, dataset_dir, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import averaging, checkpoints, early_stopping  # pylint: disable=g-import-not-at-top
-  from slimflowers import eval_outputs, exact_eval  # pylint: disable=g-import-not-at-top
-  from slimflowers import input_pipeline, run_dir, train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import checkpoints, run_dir  # pylint: disable=g-import-not-at-top
+  from slimflowers.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import exact as exact_eval, outputs as eval_outputs  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import averaging, early_stopping  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags, program as train  # pylint: disable=g-import-not-at-top
   train_dir = os.path.join(work_dir, "runs", name)
   cfg = train_flags.config(train_dir=train_dir, dataset_name=dataset_name, dataset_dir=dataset_dir, model_name=MODEL,
                            train_image_size=SIZE, batch_size=BATCH, max_number_of_steps=FLAGS.steps,
@@ -99,7 +102,7 @@ def run_set(name, dataset_name, dataset_dir, work_dir):
 
   def evaluator(split_name, tta="none"):
     split = datasets.get_split(dataset_name, split_name, dataset_dir)
-    model = nets.get_model(MODEL, split.num_classes, **train.model_overrides(cfg))
+    model = nets.get_model(MODEL, split.num_classes, **train_flags.model_overrides(cfg))
     model(tf.zeros([1, SIZE, SIZE, 3]))
     ds = input_pipeline.eval_dataset(split, batch_size=100, image_size=SIZE, preprocessing_name=cfg.preprocessing_name)
     return exact_eval.ExactEvaluator(model, ds, strategy, num_classes=split.num_classes, global_batch_size=100,

@@ -1,4 +1,4 @@
-"""Checkpoint averaging (slimflowers/averaging.py): the evaluator's --keep_top_n, the average, its batch norm."""
+"""Checkpoint averaging (slimflowers/train/averaging.py): the evaluator's --keep_top_n, the average, its batch norm."""
 import json
 import os
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import averaging
-from slimflowers import errors
-from slimflowers import evaluate
-from slimflowers import export
-from slimflowers import fileio
-from slimflowers import predict
-from slimflowers import run_dir
+from slimflowers.train import averaging
+from slimflowers.core import errors
+from slimflowers.eval import program as evaluate
+from slimflowers.eval import model_source
+from slimflowers.core import fileio
+from slimflowers.deploy import predict
+from slimflowers.core import run_dir
 from tests import tiny_data
 
 
@@ -77,7 +77,7 @@ def test_the_average_of_the_top_checkpoints_is_a_checkpoint_eval_export_and_pred
   assert result["num_examples"] == 9 and os.path.exists(out / "eval_validation" / run_dir.RESULTS_FILE)
   top = json.loads((out / "eval_validation" / averaging.TOP_SUBDIR / averaging.TOP_FILE).read_text())
   assert top["n"] == 1 and [e["step"] for e in top["checkpoints"]] == ([] if result["sanity"]["at_chance"] else [6])
-  assert export.resolve_source(str(out)).model_name == "cifarnet"
+  assert model_source.resolve_source(str(out)).model_name == "cifarnet"
   assert "averaged_top2/ckpt-6" in predict.load_predictor(str(out)).what
   # Run again: replaces its own output; a directory it did not write is refused.
   assert averaging.average_top(str(train_dir), 2)["steps"] == [4, 6]
@@ -116,7 +116,7 @@ def test_batch_norm_statistics_are_re_estimated_not_averaged(tiny_dataset, tmp_p
 def test_the_program_shares_the_trainers_flags():
   """python -m slimflowers.averaging reads the run's training flags for PreciseBN: its own flags must not clash."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   averaging.define_flags()
   train_flags.define_flags()
   for name in ("checkpoint_path", "precise_bn_batches", "dataset_dir", "top_n", "output_dir"):

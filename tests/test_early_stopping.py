@@ -1,4 +1,4 @@
-"""Early stopping (slimflowers/early_stopping.py): the evaluator's patience, the trainer's stop, a restart's choice."""
+"""Early stopping (slimflowers/train/early_stopping.py): the evaluator's patience, the trainer's stop, a restart."""
 import json
 import os
 import subprocess
@@ -7,10 +7,10 @@ import sys
 import pytest
 import tensorflow as tf
 
-from slimflowers import early_stopping
-from slimflowers import errors
-from slimflowers import evaluate
-from slimflowers import run_dir
+from slimflowers.train import early_stopping
+from slimflowers.core import errors
+from slimflowers.eval import program as evaluate
+from slimflowers.core import run_dir
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +118,7 @@ def test_a_request_that_came_while_no_trainer_ran_ends_the_run_at_its_newest_che
 
 
 def test_the_study_passes_patience_to_its_evaluators_and_counts_a_stopped_run_as_done(tmp_path):
-  from slimflowers import study  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir="d", runs_dir=str(tmp_path), early_stopping_patience=4,
                           early_stopping_min_delta=0.01)
   cmd = study.eval_command(cfg, "cifarnet")

@@ -252,7 +252,8 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step_and_they_resume_exact
 
 @pytest.mark.slow
 def test_a_stop_request_stops_both_workers_at_the_same_step(data, tmp_path):
-  """Early stopping (slimflowers/early_stopping.py): the chief reads the request, an all-reduce tells the other."""
+  """Early stopping (slimflowers/train/early_stopping.py): the chief reads the request, an all-reduce tells the
+  other."""
   train_dir = tmp_path / "shared"
   ports = _free_ports(2)
   cluster = {"worker": [f"localhost:{p}" for p in ports]}

@@ -1,4 +1,4 @@
-"""`--checkpoint_path=imagenet` (slimflowers/pretrained.py), against localhost only.
+"""`--checkpoint_path=imagenet` (slimflowers/core/pretrained.py), against localhost only.
 
 Files come from a local mirror directory or from an HTTP server on 127.0.0.1 that the test starts;
 "offline" is a closed localhost port. The trained end-to-end case fine-tunes mobilenet_v1_025 from
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import nets
-from slimflowers import errors
-from slimflowers import pretrained
+from slimflowers.core import errors
+from slimflowers.core import pretrained
 from tests import tiny_data
 
 
@@ -222,8 +222,8 @@ def test_train_from_imagenet_offline_or_without_weights_stops_before_training(ti
 
 def test_the_study_fine_tunes_the_models_with_weights_and_says_which_have_none(tmp_path):
   import io  # pylint: disable=g-import-not-at-top
-  from slimflowers import children  # pylint: disable=g-import-not-at-top
-  from slimflowers import study  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import children  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "data"), runs_dir=str(tmp_path),
                           train_flags=["--checkpoint_path=imagenet", "--learning_rate=0.01"])
   assert "--checkpoint_path=imagenet" in study.train_command(cfg, "mobilenet_v1_025")

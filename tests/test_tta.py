@@ -1,4 +1,4 @@
-"""Test-time augmentation (slimflowers/tta.py) in evaluation, prediction and the export."""
+"""Test-time augmentation (slimflowers/eval/tta.py) in evaluation, prediction and the export."""
 import glob
 import json
 import os
@@ -9,13 +9,14 @@ import pytest
 import tensorflow as tf
 
 import datasets
-from slimflowers import errors
-from slimflowers import evaluate
-from slimflowers import export
-from slimflowers import input_pipeline
-from slimflowers import predict
-from slimflowers import run_dir
-from slimflowers import tta
+from slimflowers.core import errors
+from slimflowers.eval import program as evaluate
+from slimflowers.deploy import export
+from slimflowers.deploy import serving
+from slimflowers.data import input_pipeline
+from slimflowers.deploy import predict
+from slimflowers.core import run_dir
+from slimflowers.eval import tta
 from tests import tiny_data
 
 
@@ -95,8 +96,8 @@ def test_predict_with_tta_on_a_checkpoint_and_refused_on_an_export(trained, tmp_
     expected = tf.nn.softmax(np.mean([model(v).numpy() for v in tta.views(images, mode)], axis=0)).numpy()
     np.testing.assert_allclose(predictor.probabilities(None, images), expected, rtol=1e-4, atol=1e-6)
   fake_export = tmp_path / "exp"
-  (fake_export / export.SAVED_MODEL_SUBDIR).mkdir(parents=True)
-  (fake_export / export.SAVED_MODEL_SUBDIR / "saved_model.pb").write_bytes(b"")
+  (fake_export / serving.SAVED_MODEL_SUBDIR).mkdir(parents=True)
+  (fake_export / serving.SAVED_MODEL_SUBDIR / "saved_model.pb").write_bytes(b"")
   with pytest.raises(errors.BadValue, match="--tta=flip applies to checkpoints only"):
     predict.run(str(fake_export), files, tta="flip")
 
@@ -111,7 +112,7 @@ def test_export_bakes_flip_into_the_saved_model(trained, tmp_path):
   model = nets.get_model("cifarnet", 3)
   tf.train.Checkpoint(model=model).read(str(train_dir / "ckpt-4")).expect_partial()
   images = tf.random.stateless_uniform([2, 32, 32, 3], seed=[5, 6], minval=-1, maxval=1)
-  loaded = tf.saved_model.load(str(out / export.SAVED_MODEL_SUBDIR))
+  loaded = tf.saved_model.load(str(out / serving.SAVED_MODEL_SUBDIR))
   served = loaded.signatures["serving_preprocessed"](preprocessed_images=images)["logits"].numpy()
   expected = (model(images).numpy() + model(tf.image.flip_left_right(images)).numpy()) / 2
   np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
