@@ -22,11 +22,9 @@ The output, `RUN/averaged_topN/`, is a checkpoint with the trainer's object grap
 newest averaged step, model_config) plus a run_info.json naming the run and the averaged steps, so the
 evaluator, the export and predict take it like any run directory.
 """
-from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+import os
 
-import os  # pylint: disable=g-import-not-at-top,wrong-import-order
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
