@@ -229,7 +229,7 @@ class CheckpointPredictor:
     self.image_size, self.preprocessing_name = source.image_size, source.preprocessing_name
     self.class_names = source.class_names
     self._forward = tf.function(
-        lambda x: tf.nn.softmax(tf.cast(tta_lib.logits(model, x, tta), tf.float32)), reduce_retracing=True)
+        lambda x: tf.nn.softmax(tta_lib.logits(model, x, tta)), reduce_retracing=True)
     self.what = (f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''}"
                  f"{f', tta={tta}: {tta_lib.VIEWS[tta]} views' if tta != tta_lib.NONE else ''})")
     info = run_dir.read_run_info(source.train_dir)

@@ -104,7 +104,7 @@ class ServingModule(tf.Module):
     return logits.get_concrete_function()
 
   def _logits(self, images):
-    return tf.cast(tta_lib.logits(self._model, images, self.tta), tf.float32)
+    return tta_lib.logits(self._model, images, self.tta)  # float32 (also under mixed precision)
 
   def _outputs(self, images):
     logits = self._logits(images)

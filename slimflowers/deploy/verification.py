@@ -184,7 +184,7 @@ class ReferencePass:
 
 def reference_pass(model, tflite_models, split, image_size, preprocessing_name, batch_size, tta=tta_lib.NONE):
   """One pass over the split: preprocess once, run the Keras model and every TFLite model on the same images."""
-  forward = tf.function(lambda x: tf.cast(tta_lib.logits(model, x, tta), tf.float32),
+  forward = tf.function(lambda x: tta_lib.logits(model, x, tta),
                         reduce_retracing=True)
   labels, logits, timing = [], [], []
   tflite_logits = {q: [] for q in tflite_models}
