@@ -42,6 +42,16 @@ flags.DEFINE_float("eval_timeout_secs", evaluate.EVAL_TIMEOUT_SECS,
                    "Stop after this many seconds without a new checkpoint.")
 flags.DEFINE_list("final_eval_splits", [], "After the final checkpoint of the run: evaluate it and the best "
                   "checkpoint on these splits too (into eval_SPLIT/ and eval_SPLIT_best/), in this process.")
+flags.DEFINE_integer("early_stopping_patience", 0, "With --continuous: after this many evaluations without an "
+                     "improvement of validation accuracy by more than --early_stopping_min_delta, ask the trainer to "
+                     "stop (TRAIN_DIR/stop_request.json; README, 'Early stopping'). 0: never.", lower_bound=0)
+flags.DEFINE_float("early_stopping_min_delta", 0.0, "The accuracy gain that counts as an improvement.", lower_bound=0)
+flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Test-time augmentation: logits averaged over the "
+                  "image and its mirror (flip, 2 views) or the centre and four corner crops, each mirrored (crops, "
+                  "10 views); results go to eval_SPLIT_tta_MODE/ (slimflowers/eval/tta.py).")
+flags.DEFINE_integer("keep_top_n", 0, "Keep copies of the N best checkpoints by accuracy in EVAL_DIR/top/ (the "
+                     "trainer rotates its own away), for python -m slimflowers.averaging. 0: best/ only.",
+                     lower_bound=0)
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 train_flags.define_device_flags(num_gpus_note=", to leave GPUs to training")
 flags.adopt_module_key_flags(train_flags)  # --help lists the dataset and device flags with the rest
@@ -62,7 +72,9 @@ def main(argv):
       preprocessing_name=FLAGS.preprocessing_name, eval_image_size=FLAGS.eval_image_size,
       batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, continuous=FLAGS.continuous,
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
-      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits)
+      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits,
+      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta,
+      tta=FLAGS.tta, keep_top_n=FLAGS.keep_top_n)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ flags.DEFINE_float("max_accuracy_drop", 2.0, "Largest top-1 loss, in points, all
 flags.DEFINE_integer("batch_size", 32, "Verification batch size.")
 flags.DEFINE_bool("overwrite", False, "Replace files in --output_dir that the export did not write (or that changed "
                   "since) at the paths it writes. Other files you added there are always kept.")
+flags.DEFINE_enum("tta", "none", ["none", "flip"], "flip: every signature and TFLite file averages the logits of "
+                  "the image and its mirror (test-time augmentation, twice the compute; export.json says so).")
 flags.mark_flag_as_required("checkpoint_path")
 flags.mark_flag_as_required("output_dir")
 
@@ -55,7 +57,8 @@ def main(argv):
       FLAGS.checkpoint_path, FLAGS.output_dir, dataset_dir=FLAGS.dataset_dir, formats=FLAGS.formats,
       quantize=FLAGS.quantize, verify_split=FLAGS.verify_split, calibration_split=FLAGS.calibration_split,
       num_calibration_images=FLAGS.num_calibration_images, use_ema=FLAGS.use_ema, top_k=FLAGS.top_k,
-      max_accuracy_drop=FLAGS.max_accuracy_drop, batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite)
+      max_accuracy_drop=FLAGS.max_accuracy_drop, batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite,
+      tta=FLAGS.tta)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,14 @@ flags.DEFINE_string("explain", None, "A directory for each photo's Grad-CAM over
                     "checkpoints only. Files there that this program did not write are never replaced.")
 flags.DEFINE_string("explain_class", None, "With --explain: the class (name or id) to explain in every photo; "
                     "default: each photo's predicted class.")
+flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Checkpoints only: test-time augmentation, the logits of "
+                  "the image and its mirror (flip) or of ten crops (crops) averaged (slimflowers/eval/tta.py).")
 flags.mark_flag_as_required("model")
 
 
 def main(argv):
   predict.run(FLAGS.model, argv[1:], top_k=FLAGS.top_k, output=FLAGS.output, batch_size=FLAGS.batch_size,
-              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite,
+              use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite, tta=FLAGS.tta,
               explain=FLAGS.explain, explain_class=FLAGS.explain_class)
 
 

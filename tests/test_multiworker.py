@@ -248,3 +248,41 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step_and_they_resume_exact
   for text in (chief_log, worker_log):
     assert f"RESUMING from {train_dir / f'ckpt-{stops[0]}'} (step {stops[0]})" in text, text[-3000:]
   _assert_same_weights(train_dir / f"ckpt-{steps}", reference / f"ckpt-{steps}")
+
+
+@pytest.mark.slow
+def test_a_stop_request_stops_both_workers_at_the_same_step(data, tmp_path):
+  """Early stopping (slimflowers/train/early_stopping.py): the chief reads the request, an all-reduce tells the
+  other."""
+  train_dir = tmp_path / "shared"
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  procs, logs = [], []
+  for index in range(2):
+    worker_tmp = tmp_path / f"tmp_worker{index}"
+    worker_tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(worker_tmp),
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    logs.append(tmp_path / f"worker{index}.log")
+    procs.append(_start(train_dir, data, logs[-1], "--max_number_of_steps=1000000", "--log_every_n_steps=1",
+                        env=env))
+  try:
+    deadline = time.time() + TIMEOUT_SECS
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+      found = [int(m) for m in re.findall(r"step (\d+)/", _read(logs[0]))]
+      if found and max(found) >= 3:
+        break
+      time.sleep(0.05)
+    (train_dir / "stop_request.json").write_text(json.dumps({"reason": "the test asks"}))
+    codes = [p.wait(timeout=TIMEOUT_SECS) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  texts = [_read(log) for log in logs]
+  assert codes == [0, 0], (codes, texts[0][-3000:], texts[1][-3000:])
+  stops = [int(re.search(r"at step (\d+); stopping early", t).group(1)) for t in texts]
+  assert stops[0] == stops[1] >= 3, stops
+  info = json.loads((train_dir / "run_info.json").read_text())
+  assert (info["stopped_early"], info["final_step"], info["stop_reason"]) == (True, stops[0], "the test asks")
+  assert tf.train.latest_checkpoint(str(train_dir)) == str(train_dir / f"ckpt-{stops[0]}")

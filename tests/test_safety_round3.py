@@ -639,7 +639,7 @@ def test_a_data_service_address_where_nothing_listens_is_an_error(data, tmp_path
 ENTRY_POINTS = {TRAIN: TRAIN, EVAL: EVAL, CONVERT: CONVERT, EXPORT: EXPORT, PREDICT: PREDICT,
                 "study.py": "slimflowers/study/__main__.py", "compare.py": "slimflowers/compare.py",
                 "data_service.py": "slimflowers/data_service.py", "demo.py": "slimflowers/demo.py",
-                "nets": "nets/__main__.py"}
+                "averaging.py": "slimflowers/averaging.py", "nets": "nets/__main__.py"}
 
 
 @pytest.mark.parametrize("program", sorted(ENTRY_POINTS))

@@ -26,6 +26,7 @@ import tensorflow as tf
 import nets
 from slimflowers.core import errors
 from slimflowers.core import fileio
+from slimflowers.core import pretrained
 
 MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
 GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
@@ -306,8 +307,10 @@ def select_trainable(model, trainable_scopes):
   return [v for v in model.trainable_variables if _matches(v.path, trainable_scopes)]
 
 
-def _source_model(path, model_name):
+def _source_model(path, model_name, image_size=None):
   """Builds a model holding the source weights: ours from a checkpoint, or a keras.applications file."""
+  if path == pretrained.IMAGENET:
+    path = pretrained.resolve(model_name, image_size)
   if path.endswith(WEIGHT_FILE_SUFFIXES):
     if not fileio.exists(path):
       raise errors.NotFound(f"Weight file {path!r} does not exist (--checkpoint_path).")
@@ -359,10 +362,18 @@ def copy_weights(target, source, *, exclude_scopes=(), ignore_missing_vars=False
   return [v.path for v, _ in restored]
 
 
-def restore_for_fine_tuning(model, path, *, model_name, exclude_scopes=(), ignore_missing_vars=False):
-  """Initializes `model` from --checkpoint_path with TF-Slim's exclude semantics. Returns the source used."""
-  source, resolved = _source_model(path, model_name)
+def restore_for_fine_tuning(model, path, *, model_name, exclude_scopes=(), ignore_missing_vars=False,
+                            image_size=None):
+  """Initializes `model` from --checkpoint_path with TF-Slim's exclude semantics. Returns the source used.
+
+  `path="imagenet"`: keras.applications' file for the net (slimflowers/core/pretrained.py; MobileNet's for the
+  published size nearest `image_size`), the head (`logits`, `aux_logits`) excluded automatically.
+  """
+  if path == pretrained.IMAGENET:
+    exclude_scopes = tuple(exclude_scopes) + tuple(p for p in nets.nets_utils.HEAD_PREFIXES if p not in exclude_scopes)
+  source, resolved = _source_model(path, model_name, image_size)
   restored = copy_weights(model, source, exclude_scopes=exclude_scopes, ignore_missing_vars=ignore_missing_vars,
                           source_name=resolved)
-  logging.info("Restored %d variables from %s.", len(restored), resolved)
+  logging.info("Restored %d variables from %s (not restored: %s).", len(restored), resolved,
+               ", ".join(exclude_scopes) or "none")
   return resolved

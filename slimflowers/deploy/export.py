@@ -41,6 +41,7 @@ from slimflowers.deploy import tflite
 from slimflowers.deploy import verification
 from slimflowers.eval import model_source
 from slimflowers.eval import sanity
+from slimflowers.eval import tta as tta_lib
 
 FORMATS = ("saved_model", "tflite")
 DEFAULT_QUANTIZE = tflite.QUANTIZATIONS  # export_image_classifier.py --quantize (the study picks its own)
@@ -102,21 +103,26 @@ def _write_artifacts(tmp, module, source, *, step, use_ema, formats, quantize, s
 
 def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS, quantize=DEFAULT_QUANTIZE,
                verify_split=None, calibration_split="train", num_calibration_images=300, use_ema=False, top_k=None,
-               max_accuracy_drop=2.0, batch_size=32, overwrite=False):
+               max_accuracy_drop=2.0, batch_size=32, overwrite=False, tta=tta_lib.NONE):
   """Exports and verifies one checkpoint (see the module doc). Returns the report (also in export_report.json).
+
+  `tta="flip"` bakes flip test-time augmentation into every signature and TFLite file (slimflowers/eval/tta.py).
 
   `overwrite`: replace files of the user's in output_dir at paths the export writes (export_files.check_output_dir).
 
   Raises verification.VerificationFailed (after writing everything) when an artifact misses its bound.
   """
   formats, quantize = _check_options(formats, quantize, top_k, max_accuracy_drop, num_calibration_images, batch_size)
+  if tta not in serving.EXPORT_TTA:
+    raise errors.BadValue(f"--tta={tta}: the export bakes in {' or '.join(serving.EXPORT_TTA)} (crops would run the "
+                          "net 10 times per served image).")
   existing = export_files.check_output_dir(output_dir, formats, quantize, overwrite)  # refuse now, not after converting
   source = model_source.resolve_source(checkpoint_path, dataset_dir)
   splits, quantize, skipped = _choose_data(source, dataset_dir, quantize, verify_split, calibration_split)
   top_k = serving.resolve_top_k(top_k, source.num_classes)
   model, step = model_source.build_model(source, use_ema=use_ema)
   module = serving.ServingModule(model, class_names=source.class_names, image_size=source.image_size,
-                                 preprocessing_name=source.preprocessing_name, top_k=top_k)
+                                 preprocessing_name=source.preprocessing_name, top_k=top_k, tta=tta)
   logging.info("Exporting %s (%d classes, %d px, %s preprocessing) from %s (step %d%s) to %s", source.model_name,
                source.num_classes, source.image_size, source.preprocessing_name, source.prefix, step,
                ", EMA weights" if use_ema else "", output_dir)
@@ -126,7 +132,7 @@ def export_run(checkpoint_path, output_dir, *, dataset_dir=None, formats=FORMATS
     tflite_models = _write_artifacts(tmp, module, source, step=step, use_ema=use_ema, formats=formats,
                                      quantize=quantize, splits=splits, num_calibration_images=num_calibration_images)
     rows = verification.verify(tmp, model, tflite_models, source, splits.verify if splits else None, batch_size,
-                               saved_model="saved_model" in formats)
+                               saved_model="saved_model" in formats, tta=tta)
     failures = verification.verification_failures(rows, max_accuracy_drop)
     int8 = "int8" in quantize
     report = {"format_version": export_files.FORMAT_VERSION, "checkpoint": export_files.shipped_checkpoint_name(source),

@@ -71,6 +71,7 @@ def export_description(source, *, step, use_ema, module, tflite_models, saved_mo
       "preprocessing": preprocessing.describe(source.preprocessing_name, source.image_size),
       "labels_file": records.LABELS_FILENAME, "checkpoint": shipped_checkpoint_name(source), "step": int(step),
       "use_ema": bool(use_ema),
+      "tta": module.tta,
       "top_k": module.top_k,
       "saved_model": _saved_model_description(module, source.num_classes) if saved_model else None,
       "tflite": tflite_files, "tflite_app_steps": steps,

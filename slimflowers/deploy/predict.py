@@ -49,9 +49,9 @@ from slimflowers.core import run_dir
 from slimflowers.deploy import export_files
 from slimflowers.deploy import serving
 from slimflowers.deploy import tflite
-from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import metrics
 from slimflowers.eval import model_source
+from slimflowers.eval import tta as tta_lib
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 PROGRESS_SECS = 10.0
@@ -223,16 +223,16 @@ class TFLitePredictor:
 class CheckpointPredictor:
   """A run directory or checkpoint: the Keras model restored as the evaluator restores it."""
 
-  def __init__(self, path, use_ema=False):
+  def __init__(self, path, use_ema=False, tta=tta_lib.NONE):
     source = model_source.resolve_source(path)
     model, step = model_source.build_model(source, use_ema=use_ema)
     self.model = model  # Grad-CAM (slimflowers/deploy/gradcam.py) explains this model
     self.image_size, self.preprocessing_name = source.image_size, source.preprocessing_name
     self.class_names = source.class_names
     self._forward = tf.function(
-        lambda x: tf.nn.softmax(exact_eval.inference_logits(model, x)),
-        reduce_retracing=True)
-    self.what = f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''})"
+        lambda x: tf.nn.softmax(tta_lib.logits(model, x, tta)), reduce_retracing=True)
+    self.what = (f"checkpoint {source.prefix} (step {step}{', EMA weights' if use_ema else ''}"
+                 f"{f', tta={tta}: {tta_lib.VIEWS[tta]} views' if tta != tta_lib.NONE else ''})")
     info = run_dir.read_run_info(source.train_dir)
     if info and not info.get("finished"):
       logging.warning("The run in %s has not finished training: these predictions come from its checkpoint at step "
@@ -243,11 +243,16 @@ class CheckpointPredictor:
     return self._forward(images).numpy()
 
 
-def load_predictor(model, use_ema=False):
+def load_predictor(model, use_ema=False, tta=tta_lib.NONE):
   """The predictor for --model: an export directory, a .tflite file, or a run directory / checkpoint."""
   model = model.rstrip("/")
   is_export = fileio.exists(os.path.join(model, serving.SAVED_MODEL_SUBDIR, "saved_model.pb"))
   is_tflite = model.endswith(".tflite")
+  with errors.as_user_errors():
+    tta = tta_lib.check(tta)
+  if tta != tta_lib.NONE and (is_export or is_tflite):
+    raise errors.BadValue(f"--tta={tta} applies to checkpoints only: an export runs what it was exported with "
+                          "(export_image_classifier.py --tta=flip bakes flip into it; its export.json says 'tta').")
   if use_ema and (is_export or is_tflite):
     raise errors.BadValue("--use_ema applies to checkpoints only: an export holds the weights it was exported with "
                           "(export_image_classifier.py --use_ema).")
@@ -258,7 +263,7 @@ def load_predictor(model, use_ema=False):
   if is_export:
     return SavedModelPredictor(model)
   try:
-    return CheckpointPredictor(model, use_ema=use_ema)
+    return CheckpointPredictor(model, use_ema=use_ema, tta=tta)
   except errors.NotFound as e:
     raise errors.NotFound(f"--model={model} is not an export directory (no {serving.SAVED_MODEL_SUBDIR}/"
                           f"saved_model.pb), not a .tflite file, and not a checkpoint: {e}") from e
@@ -369,8 +374,8 @@ def check_output(output, overwrite=False):
   return extension
 
 
-def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False, explain=None,
-        explain_class=None):
+def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, overwrite=False, tta=tta_lib.NONE,
+        explain=None, explain_class=None):
   """Classifies the files under `paths` as the flags say; returns the list of Predictions.
 
   `top_k`: default 5 (or the number of classes, when fewer); `overwrite`: replace an --output file that
@@ -385,10 +390,12 @@ def run(model, paths, *, top_k=None, output=None, batch_size=64, use_ema=False, 
     raise errors.BadValue("--explain_class says which class --explain shows: pass --explain=OUT_DIR too.")
   files = list_files(paths)
   if explain:
+    if tta != tta_lib.NONE:
+      raise errors.BadValue(f"--tta={tta} and --explain: Grad-CAM explains one view; drop one of them.")
     predictor = gradcam.explaining_predictor(model, explain, paths, files, explain_class=explain_class,
                                              use_ema=use_ema)
   else:
-    predictor = load_predictor(model, use_ema=use_ema)
+    predictor = load_predictor(model, use_ema=use_ema, tta=tta)
   top_k = serving.resolve_top_k(top_k, len(predictor.class_names))
   logging.info("Classifying %d file(s) with %s", len(files), predictor.what)
   start = time.monotonic()

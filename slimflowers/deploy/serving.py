@@ -15,8 +15,8 @@ from absl import logging
 import tensorflow as tf
 
 from slimflowers.data import preprocessing
-from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import metrics
+from slimflowers.eval import tta as tta_lib
 
 SAVED_MODEL_SUBDIR = "saved_model"
 
@@ -28,6 +28,7 @@ TFLITE_INPUT = "preprocessed_images"
 
 
 TFLITE_OUTPUT = "logits"
+EXPORT_TTA = ("none", "flip")  # test-time augmentation an export may bake in
 
 
 def preprocess_image_bytes(image_bytes, image_size, preprocessing_name):
@@ -68,8 +69,9 @@ def preprocess_batch(image_bytes, image_size, preprocessing_name):
 class ServingModule(tf.Module):
   """What the SavedModel holds: the four signatures over one Keras model, preprocessing inside the graph."""
 
-  def __init__(self, model, *, class_names, image_size, preprocessing_name, top_k):
+  def __init__(self, model, *, class_names, image_size, preprocessing_name, top_k, tta=tta_lib.NONE):
     super().__init__()
+    self.tta = tta  # --tta=flip: every signature (and the TFLite files) average the image's and its mirror's logits
     # The Keras 3 model is hidden from tf.Module's tracking and its raw tf.Variables are tracked instead:
     # tracking the model itself saves fine, but TFLite conversion then keeps VAR_HANDLE ops and the
     # converted model outputs NaN (TF 2.20, checked).
@@ -102,7 +104,7 @@ class ServingModule(tf.Module):
     return logits.get_concrete_function()
 
   def _logits(self, images):
-    return exact_eval.inference_logits(self._model, images)
+    return tta_lib.logits(self._model, images, self.tta)  # float32 (also under mixed precision)
 
   def _outputs(self, images):
     logits = self._logits(images)

@@ -36,6 +36,7 @@ from slimflowers.deploy import tflite
 from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import metrics
 from slimflowers.eval import sanity
+from slimflowers.eval import tta as tta_lib
 
 # A float32 artifact that misses these is a bug (the export must reproduce the checkpoint).
 FLOAT32_MIN_AGREEMENT = 0.999
@@ -181,9 +182,9 @@ class ReferencePass:
   timing_images: np.ndarray
 
 
-def reference_pass(model, tflite_models, split, image_size, preprocessing_name, batch_size):
+def reference_pass(model, tflite_models, split, image_size, preprocessing_name, batch_size, tta=tta_lib.NONE):
   """One pass over the split: preprocess once, run the Keras model and every TFLite model on the same images."""
-  forward = tf.function(lambda x: exact_eval.inference_logits(model, x),
+  forward = tf.function(lambda x: tta_lib.logits(model, x, tta),
                         reduce_retracing=True)
   labels, logits, timing = [], [], []
   tflite_logits = {q: [] for q in tflite_models}
@@ -293,7 +294,7 @@ def format_table(rows):
   return cli.markdown_table([h for _, h, _ in TABLE_COLUMNS], body, [i > 0 for i in range(len(TABLE_COLUMNS))])
 
 
-def verify(directory, model, tflite_models, source, split, batch_size, *, saved_model):
+def verify(directory, model, tflite_models, source, split, batch_size, *, saved_model, tta=tta_lib.NONE):
   """The report's rows: the checkpoint, the SavedModel and each TFLite model (metrics only with a split)."""
   files = {q: tflite.tflite_filename(q) for q in tflite_models}
   prefix_bytes = sum(fileio.size(p) for p in checkpoints.checkpoint_files(source.prefix))
@@ -307,7 +308,8 @@ def verify(directory, model, tflite_models, source, split, batch_size, *, saved_
     return rows + [artifact_row(artifact_name(q), quantization=q, file=f,
                                 size_bytes=fileio.size(os.path.join(directory, f))) for q, f in files.items()]
   start = time.perf_counter()
-  ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size)
+  ref = reference_pass(model, tflite_models, split, source.image_size, source.preprocessing_name, batch_size,
+                       tta=tta)
   common = {"reference": ref.logits, "labels": ref.labels, "num_classes": source.num_classes}
   checkpoint = artifact_row("checkpoint", quantization=None, file=export_files.shipped_checkpoint_name(source),
                             size_bytes=prefix_bytes, logits=ref.logits, **common)

@@ -25,6 +25,7 @@ from slimflowers.core import errors
 from slimflowers.core import run_dir
 from slimflowers.eval import metrics
 from slimflowers.eval import sanity
+from slimflowers.eval import tta as tta_lib
 
 RESULT_KEYS = ("step", "checkpoint", "split", "num_examples") + metrics.EVAL_METRICS
 
@@ -87,13 +88,14 @@ class ExactEvaluator:
   """
 
   def __init__(self, model, dataset, strategy, *, num_classes, global_batch_size,
-               expected_examples=None, top_k=metrics.TOP_K):
+               expected_examples=None, top_k=metrics.TOP_K, tta=tta_lib.NONE):
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
       fixed = -(-global_batch_size // replicas) * replicas
       raise errors.BadValue(f"--batch_size={global_batch_size} is not divisible by the {replicas} replicas; "
                             f"use a multiple of {replicas}, e.g. --batch_size={fixed}.")
     self.model = model
+    self.tta = tta_lib.check(tta)  # test-time augmentation (slimflowers/eval/tta.py): logits averaged over views
     self.dataset = dataset
     self.strategy = strategy
     self.num_classes = num_classes
@@ -112,7 +114,7 @@ class ExactEvaluator:
     def replica_step(batch):
       labels = batch["label"]
       mask = batch["mask"] if "mask" in batch else tf.ones_like(labels)
-      logits = inference_logits(model, batch["image"])
+      logits = tta_lib.logits(model, batch["image"], self.tta)
       return metrics.batch_counts(logits, labels, mask, num_classes, top_k)
 
     def step(batch):
@@ -163,7 +165,7 @@ def evaluate_checkpoint(prefix, evaluator, *, split_name, use_ema=False, outputs
   full = evaluator.evaluate()
   confusion = full.pop("confusion_matrix")
   result = {"step": step, "checkpoint": prefix, "split": split_name, "wall_time": time.time(),
-            "use_ema": bool(use_ema)}
+            "use_ema": bool(use_ema), "tta": evaluator.tta, "tta_views": tta_lib.VIEWS[evaluator.tta]}
   result.update(full)
   result["sanity"] = sanity.assess(confusion, read_train_accuracy(prefix))
   if outputs is not None:
@@ -174,6 +176,8 @@ def evaluate_checkpoint(prefix, evaluator, *, split_name, use_ema=False, outputs
 def format_result(result):
   values = " ".join(f"{k}={result[k]:.4f}" for k in metrics.EVAL_METRICS)
   speed = f", {result['images_per_sec']:.1f} img/s" if "images_per_sec" in result else ""
+  if result.get("tta", tta_lib.NONE) != tta_lib.NONE:
+    speed += f", tta={result['tta']}: {result['tta_views']} views"
   return (f"eval {result['split']} step {result['step']}: {values} num_examples={result['num_examples']} "
           f"({os.path.basename(result['checkpoint'])}{speed})")
 

@@ -10,7 +10,8 @@ Read top to bottom: where to look and write -> data -> model -> one checkpoint o
 -> the final splits. The pieces: exact_eval.py (the exact counting), eval_outputs.py
 (summaries, results.jsonl, best/), eval_watch.py (the continuous loop). An evaluator
 writes only into its own eval_dir(s) (default TRAIN_DIR/eval_SPLIT), each held with a
-lock, and never into train_dir itself.
+lock, and never into train_dir itself -- but for one file, with --early_stopping_patience: the
+stop request (slimflowers/train/early_stopping.py).
 """
 import json
 import os
@@ -30,7 +31,10 @@ from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import model_source
 from slimflowers.eval import outputs as eval_outputs
 from slimflowers.eval import sanity
+from slimflowers.eval import tta as tta_lib
 from slimflowers.eval import watch as eval_watch
+from slimflowers.train import averaging
+from slimflowers.train import early_stopping
 from slimflowers.train import run_record
 
 PROGRAM = "eval_image_classifier.py"
@@ -43,14 +47,14 @@ EVAL_TIMEOUT_SECS = eval_watch.EVAL_TIMEOUT_SECS
 WAIT_POLL_SECS = 2.0
 
 
-def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
+def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous, tta=tta_lib.NONE):
   """(train_dir, eval_dir, prefix or None) from the flags; errors that teach."""
   is_prefix = fileio.exists(checkpoint_path.removesuffix(".index") + ".index")
   if continuous and is_prefix:
     raise errors.BadValue(f"--continuous watches a directory but --checkpoint_path={checkpoint_path} is one "
                           "checkpoint. Pass its train_dir, or drop --continuous to evaluate it once.")
   train_dir = os.path.dirname(checkpoint_path) if is_prefix else checkpoint_path.rstrip("/")
-  eval_dir = eval_dir or run_dir.eval_dir(train_dir, split_name)
+  eval_dir = eval_dir or _eval_dir(train_dir, split_name, tta=tta)
   if fileio.abspath(eval_dir) == fileio.abspath(train_dir):
     raise errors.BadValue(f"--eval_dir={eval_dir} is the train_dir; the evaluator only writes into its own "
                           f"directory. Leave --eval_dir unset (default {run_dir.eval_dir(train_dir, split_name)}).")
@@ -63,17 +67,22 @@ def _resolve_paths(checkpoint_path, eval_dir, split_name, continuous):
   return train_dir, eval_dir, prefix
 
 
+def _eval_dir(train_dir, split_name, *, best=False, tta=tta_lib.NONE):
+  """eval_<split>[_best]/, with `_tta_<mode>` for a test-time augmented evaluation (never mixed with plain ones)."""
+  return run_dir.eval_dir(train_dir, split_name, best=best) + ("" if tta == tta_lib.NONE else f"_tta_{tta}")
+
+
 class _SplitEvaluation:
   """One split's data and exact evaluator over the shared model."""
 
   def __init__(self, strategy, model, *, dataset_name, dataset_dir, split_name, batch_size, image_size,
-               preprocessing_name):
+               preprocessing_name, tta=tta_lib.NONE):
     self.split = datasets.get_split(dataset_name, split_name, dataset_dir)
     self.dataset = input_pipeline.eval_dataset(self.split, batch_size=batch_size, image_size=image_size,
                                                preprocessing_name=preprocessing_name)
     self.evaluator = exact_eval.ExactEvaluator(model, self.dataset, strategy, num_classes=self.split.num_classes,
                                                global_batch_size=batch_size,
-                                               expected_examples=self.split.num_samples)
+                                               expected_examples=self.split.num_samples, tta=tta)
 
 
 def run(strategy, **flags):
@@ -85,12 +94,12 @@ def run(strategy, **flags):
 def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None, dataset_split_name="validation",
         eval_dir=None, preprocessing_name=None, eval_image_size=None, batch_size=BATCH_SIZE, use_ema=False,
         continuous=False, eval_interval_secs=EVAL_INTERVAL_SECS, eval_timeout_secs=EVAL_TIMEOUT_SECS,
-        print_predictions=0, final_eval_splits=()):
+        print_predictions=0, final_eval_splits=(), early_stopping_patience=0, early_stopping_min_delta=0.0,
+        tta=tta_lib.NONE, keep_top_n=0):
   """Evaluates as the flags say; returns the list of result dicts recorded (all splits)."""
-  if batch_size <= 0:
-    raise errors.BadValue(f"--batch_size={batch_size} must be positive.")
+  tta = _check_options(batch_size, tta, early_stopping_patience, continuous)
   # ---------------- Where to look and where to write ----------------
-  train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous)
+  train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous, tta)
   if dataset_split_name in final_eval_splits:
     logging.warning("--final_eval_splits=%s: %s is the split this evaluator evaluates already (--dataset_split_name); "
                     "it is not evaluated twice.", ",".join(final_eval_splits), dataset_split_name)
@@ -105,7 +114,7 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
   def split_evaluation(split_name):
     return _SplitEvaluation(strategy, model, dataset_name=dataset_name, dataset_dir=dataset_dir,
                             split_name=split_name, batch_size=batch_size, image_size=image_size,
-                            preprocessing_name=preprocessing_name)
+                            preprocessing_name=preprocessing_name, tta=tta)
 
   split = datasets.get_split(dataset_name, dataset_split_name, dataset_dir)
   run_record.check_dataset(train_dir, run_dir.read_run_info(train_dir), split, num_classes=(
@@ -127,12 +136,15 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
   # ---------------- One checkpoint, or every new checkpoint of the run ----------------
   with locks.DirLock(eval_dir, PROGRAM) as lock:
     outputs = eval_outputs.Outputs(eval_dir, class_names=_class_names(split))
+    after_result = _after_each_result(train_dir, eval_dir, patience=early_stopping_patience,
+                                      min_delta=early_stopping_min_delta, keep_top_n=keep_top_n)
     try:
       def evaluate_fn(path):
         result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
                                                    use_ema=use_ema, outputs=outputs)
         recorded.append(result)
         warn_if_suspect(result)
+        after_result(result)
         if print_predictions:
           print(exact_eval.format_predictions(exact_eval.predictions(model, named, print_predictions),
                                               split.labels_to_names), flush=True)
@@ -155,8 +167,35 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                           eval_timeout_secs=eval_timeout_secs, poll_secs=poll)
     if final is not None:
       for name in final_eval_splits:
-        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, eval_dir, use_ema)
+        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, eval_dir, use_ema, tta)
   return recorded
+
+
+def _check_options(batch_size, tta, early_stopping_patience, continuous):
+  """The flags' values that cannot work, as errors that teach; returns the checked --tta mode."""
+  if batch_size <= 0:
+    raise errors.BadValue(f"--batch_size={batch_size} must be positive.")
+  if early_stopping_patience and not continuous:
+    raise errors.BadValue(f"--early_stopping_patience={early_stopping_patience} needs --continuous: it stops a "
+                          "training run from the evaluations beside it.")
+  with errors.as_user_errors():
+    return tta_lib.check(tta)
+
+
+def _after_each_result(train_dir, eval_dir, *, patience, min_delta, keep_top_n):
+  """after(result) for each result of the watched split: early stopping's patience (which may write the stop
+  request, slimflowers/train/early_stopping.py), then the --keep_top_n copies (slimflowers/train/averaging.py)."""
+  stopper = early_stopping.Patience(train_dir, patience=patience, min_delta=min_delta,
+                                    history=run_dir.read_results(eval_dir)) if patience else None
+  keeper = averaging.TopKeeper(eval_dir, keep_top_n) if keep_top_n else None
+
+  def after(result):
+    if stopper is not None:
+      stopper.observe(result)
+    if keeper is not None:
+      keeper.update(run_dir.read_results(eval_dir))
+
+  return after
 
 
 def _build_model(strategy, spec, num_classes, overrides, image_size):
@@ -231,7 +270,7 @@ def _final_checkpoint(train_dir, what, *, wait_secs=0, poll_secs=WAIT_POLL_SECS)
   return listed[final]
 
 
-def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, use_ema):
+def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, use_ema, tta=tta_lib.NONE):
   """The final checkpoint -> eval_<split>/, the best one (eval_dir's best/) -> eval_<split>_best/; skips what is
   done.
 
@@ -239,12 +278,12 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, u
   `copied_from`, instead of a second pass over the split.
   """
   recorded = []
-  final_dir = run_dir.eval_dir(train_dir, split_name)
+  final_dir = _eval_dir(train_dir, split_name, tta=tta)
   targets = [(final_dir, final_prefix, checkpoints.read_global_step(final_prefix))]
   best_dir = run_dir.best_dir(eval_dir)
   best = run_dir.read_best(eval_dir)
   if best.get("step") is not None:
-    targets.append((run_dir.eval_dir(train_dir, split_name, best=True), checkpoints.resolve_checkpoint(best_dir),
+    targets.append((_eval_dir(train_dir, split_name, best=True, tta=tta), checkpoints.resolve_checkpoint(best_dir),
                     int(best["step"])))
   else:
     logging.warning("No %s: the best checkpoint is not evaluated on %s.", best_dir, split_name)

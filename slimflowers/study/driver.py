@@ -76,11 +76,12 @@ class StudyFailed(StudyError):
 # ----------------------------------------------------------------------------- Run state
 
 def training_done(train_dir, max_number_of_steps=None):
-  """True when run_info.json says finished (at the requested number of steps, when one is given)."""
+  """True when run_info.json says finished (at the requested number of steps, when one is given, or stopped early)."""
   info = run_dir.read_run_info(train_dir)
   if not info.get("finished") or info.get("final_step") is None:
     return False
-  return max_number_of_steps is None or int(info["final_step"]) >= max_number_of_steps
+  return max_number_of_steps is None or int(info["final_step"]) >= max_number_of_steps or bool(
+      info.get("stopped_early"))
 
 
 def check_unchanged(cfg, model, train_dir):
@@ -146,6 +147,8 @@ class StudyConfig:
   max_number_of_steps: int = None  # when given: a finished run with fewer steps is trained further
   export: bool = False             # export each model's best-validation checkpoint into RUN/export/
   parallel_models: int = 1         # models trained at once, the CPU cores shared out (child_env)
+  early_stopping_patience: int = 0  # evaluations without improvement before the evaluator stops the trainer
+  early_stopping_min_delta: float = 0.0
   python: str = sys.executable
 
 
@@ -158,9 +161,11 @@ def child_env(cfg):
 
 
 def train_command(cfg, model):
+  """The trainer's command; `--checkpoint_path=imagenet` reaches only the models that have ImageNet weights."""
+  from slimflowers.core import pretrained  # pylint: disable=g-import-not-at-top  (imports the nets)
+  own = [f for f in cfg.train_flags if f != f"--checkpoint_path={pretrained.IMAGENET}" or pretrained.has_weights(model)]
   return [cfg.python, TRAIN_SCRIPT, f"--train_dir={os.path.join(cfg.runs_dir, model)}",
-          f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}", f"--model_name={model}",
-          *cfg.train_flags]
+          f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}", f"--model_name={model}", *own]
 
 
 def eval_command(cfg, model, *, test_split=None):
@@ -180,6 +185,9 @@ def eval_command(cfg, model, *, test_split=None):
     cmd.append("--use_ema")
   if cfg.eval_num_gpus is not None:
     cmd.append(f"--num_gpus={cfg.eval_num_gpus}")
+  if cfg.early_stopping_patience:
+    cmd += [f"--early_stopping_patience={cfg.early_stopping_patience}",
+            f"--early_stopping_min_delta={cfg.early_stopping_min_delta}"]
   return cmd
 
 
@@ -282,6 +290,11 @@ def run_study(cfg, models, *, out=None, supervisor=None):
       nets.get_spec(model)
     except ValueError as e:
       raise StudyError(f"--models: {e}") from e
+  from slimflowers.core import pretrained  # pylint: disable=g-import-not-at-top
+  if f"--checkpoint_path={pretrained.IMAGENET}" in cfg.train_flags:
+    without = [m for m in models if not pretrained.has_weights(m)]
+    supervisor.say(f"--checkpoint_path=imagenet: fine-tuning {len(models) - len(without)} model(s) from ImageNet"
+                   + (f"; no ImageNet weights for {', '.join(without)}: trained from random init" if without else ""))
   has_test = "test" in dataset_splits(cfg.dataset_name, cfg.dataset_dir)
   fileio.makedirs(cfg.runs_dir)
   # What this invocation trains (the report says so): the models whose runs were not finished before it.
@@ -360,6 +373,11 @@ def define_flags():
                        "machine halves the study's time (BENCHMARKS.md, The demo). The report's speed columns are then "
                        "measured on a shared machine (3-13 % lower): compare speeds from one-at-a-time runs. On GPUs "
                        "keep 1: models would share the accelerator.", lower_bound=1)
+  flags.DEFINE_integer("early_stopping_patience", 0, "Each validation evaluator stops its trainer after this many "
+                       "evaluations without an improvement above --early_stopping_min_delta (README, 'Early "
+                       "stopping'). 0: never.", lower_bound=0)
+  flags.DEFINE_float("early_stopping_min_delta", 0.0, "The validation accuracy gain that counts as an improvement.",
+                     lower_bound=0)
   flags.mark_flags_as_required(["models", "runs_dir", "dataset_dir"])
 
 
@@ -385,7 +403,8 @@ def config_from_flags():
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       eval_num_gpus=FLAGS.eval_num_gpus, eval_image_size=FLAGS.train_image_size,
       preprocessing_name=FLAGS.preprocessing_name, use_ema=bool(FLAGS.moving_average_decay),
-      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models)
+      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models,
+      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta)
 
 
 def main(argv):

@@ -35,7 +35,7 @@ PRECISE_BN_BATCHES = 50
 BOOKKEEPING_FLAGS = ("train_dir", "log_every_n_steps", "save_summaries_steps", "save_interval_steps",
                      "save_interval_secs", "max_checkpoints_to_keep", "steps_per_loop", "num_gpus",
                      "num_cpu_replicas", "jit_compile", "tf_data_service", "tf_data_service_timeout_secs",
-                     "decoded_cache_mb")
+                     "decoded_cache_mb", "ignore_stop_request")
 
 
 def define_dataset_flags(split_name, split_help):
@@ -153,12 +153,17 @@ def _define_devices_flags():
   flags.DEFINE_integer("tf_data_service_timeout_secs", 60, "With --tf_data_service: a dispatcher that does not "
                        "answer for this long (at start-up, or while training: then after saving a checkpoint) "
                        "stops the trainer with an error.")
+  flags.DEFINE_bool("ignore_stop_request", False, "Train even though an evaluator's early-stopping request "
+                    "(TRAIN_DIR/stop_request.json) is there: it is renamed stop_request.ignored-TIME.json. Without "
+                    "it, a trainer finding a request trains nothing (README, 'Early stopping').")
 
 
 def _define_fine_tuning_flags():
   """Fine-tuning flags."""
   flags.DEFINE_string("checkpoint_path", None,
-                      "Initialize from: one of our checkpoints or train dirs, or a keras.applications weight file. "
+                      "Initialize from: one of our checkpoints or train dirs, a keras.applications weight file, or "
+                      "'imagenet' (keras.applications' file for the net, fetched, checked and cached; README, "
+                      "'Fine-tune from ImageNet weights'). "
                       "Ignored (loudly) when train_dir already has a checkpoint: resume wins.")
   flags.DEFINE_list("checkpoint_exclude_scopes", [], "Variable-path prefixes NOT restored from --checkpoint_path.")
   flags.DEFINE_list("trainable_scopes", [], "Only variables under these path prefixes are trained.")

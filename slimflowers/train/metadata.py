@@ -1,4 +1,4 @@
-"""What a training run writes about itself: run_info.json's contents, its HParams, its timing and GFLOPs.
+"""What a training run writes about itself: run_info.json's contents, its HParams, its timing and GFLOPs, and its input images at step 0.
 
     info = metadata.initial(cfg, split, model, trainer.train_variables, num_replicas, max_steps, source)
     metadata.start(cfg, info, decision, previous, num_replicas=..., chief=True)   # run_info.json, flags.txt, HParams
@@ -13,13 +13,17 @@ import time
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 import nets
 from slimflowers.core import run_dir
+from slimflowers.data import input_pipeline
 from slimflowers.data import preprocessing
 from slimflowers.train import flags as train_flags
 from slimflowers.train import hparams
 from slimflowers.train import run_record
+
+NUM_SUMMARY_IMAGES = 4  # input images in the training summaries
 
 
 def hparams_of(cfg, num_replicas):
@@ -110,3 +114,16 @@ def gflops(cfg, model):
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("Could not count GFLOPs for %s: %s", cfg.model_name, e)
     return None
+
+
+def write_image_summary(writer, split, cfg):
+  """A few training inputs as the net sees them (augmented, then denormalized), at step 0."""
+  ds = input_pipeline.train_dataset(split, batch_size=NUM_SUMMARY_IMAGES, image_size=cfg.train_image_size,
+                                    preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
+                                    augment=cfg.augment, random_erasing=cfg.random_erasing,
+                                    color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
+                                    crop_area_range=preprocessing.crop_area_range(cfg))
+  images, _ = next(iter(ds))
+  with writer.as_default(step=0):
+    tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),
+                     max_outputs=NUM_SUMMARY_IMAGES)

@@ -29,10 +29,12 @@ from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.core import imbalance
 from slimflowers.core import locks
+from slimflowers.core import pretrained
 from slimflowers.core import run_dir
 from slimflowers.data import input_pipeline
 from slimflowers.data import preprocessing
 from slimflowers.data import service as data_service
+from slimflowers.train import early_stopping
 from slimflowers.train import flags as train_flags
 from slimflowers.train import metadata
 from slimflowers.train import optim
@@ -42,7 +44,6 @@ from slimflowers.train import run_record
 from slimflowers.train import trainer as trainer_lib
 
 PROGRAM = "train_image_classifier.py"
-NUM_SUMMARY_IMAGES = 4
 # What a killed trainer leaves in train_dir: TF's checkpoint staging directories, our temporary files.
 LEFTOVERS = ("ckpt-*_temp", "*" + fileio.TMP_MARK + "*")
 
@@ -66,6 +67,8 @@ def resolve_config(cfg):
   if cfg.train_image_size < spec.min_image_size:
     raise errors.BadValue(f"--train_image_size={cfg.train_image_size} is below {spec.name}'s minimum "
                           f"{spec.min_image_size}; use at least {spec.min_image_size}.")
+  if cfg.checkpoint_path == pretrained.IMAGENET:
+    pretrained.weight_file(cfg.model_name, cfg.train_image_size)  # a net without ImageNet weights: say so now
   if cfg.batch_size < 1:
     raise errors.BadValue(f"--batch_size={cfg.batch_size} must be >= 1.")
   if cfg.max_number_of_steps is not None and cfg.max_number_of_steps < 1:
@@ -242,6 +245,8 @@ def _run_locked(cfg, strategy, chief, lock):
   class_weights = imbalance.training_weights(split, class_weights=cfg.class_weights,
                                              balanced_sampling=cfg.balanced_sampling)
   latest, previous, decision = _check_train_dir(cfg, chief, split.num_classes, max_steps)
+  if decision is None:  # an evaluator's stop request and no --ignore_stop_request: trains nothing
+    return previous
   if decision.action == run_record.FINISHED:  # trains no step: writes nothing
     logging.warning("%s already finished at step %d with these flags: nothing to do, nothing written. To train it "
                     "further, raise --max_number_of_steps above %d.", cfg.train_dir, decision.start_step,
@@ -265,13 +270,14 @@ def _run_locked(cfg, strategy, chief, lock):
   metadata.start(cfg, run_info, decision, previous, num_replicas=num_replicas, start_step=start_step,
                  max_steps=max_steps, chief=chief)
   if chief and start_step == 0:
-    _write_image_summary(writer, split, cfg)
+    metadata.write_image_summary(writer, split, cfg)
 
-  _train_loop(cfg, strategy, controller, manager, trainer, split, start_step=start_step, max_steps=max_steps,
-              latest=latest, run_info=run_info, estimator=estimator, writer=writer, lock=lock, chief=chief,
-              ckpt_dir=ckpt_dir)
+  stop_record = _train_loop(cfg, strategy, controller, manager, trainer, split, start_step=start_step,
+                            max_steps=max_steps, latest=latest, run_info=run_info, estimator=estimator, writer=writer,
+                            lock=lock, chief=chief, ckpt_dir=ckpt_dir)
 
-  # ---------------- Done: `finished` with the final checkpoint, then the rest ----------------
+  # ---------------- Done: `finished` with the final checkpoint (and an early stop's record), then the rest -------
+  run_info.update(stop_record)
   run_info["precise_bn_secs"] = run_info.get("precise_bn_secs", 0.0) + estimator.secs
   metadata.finish(cfg, run_info, trainer.model, final_step=trainer.global_step.numpy(), chief=chief)
   logging.info("Finished at step %d.%s", run_info["final_step"],
@@ -288,12 +294,18 @@ def _get_split(cfg):
 
 
 def _check_train_dir(cfg, chief, num_classes, max_steps):
-  """What train_dir remembers: (newest readable checkpoint, run_info, run_record.Decision); refuses a change."""
+  """What train_dir remembers: (newest readable checkpoint, run_info, run_record.Decision); refuses a change.
+  With an evaluator's stop request: (latest, the run_info to return, None): nothing is trained."""
   # The newest checkpoint that reads completely: a corrupted newer one is named and moved aside (chief).
   latest = checkpoints.newest_readable(cfg.train_dir, move_aside=chief)
   if latest:
     check_resume_fits(latest, cfg, num_classes)
   previous = run_dir.read_run_info(cfg.train_dir)
+  # An evaluator's stop request (slimflowers/train/early_stopping.py): train nothing, unless --ignore_stop_request.
+  stopped = early_stopping.at_start(cfg.train_dir, previous, ignore=getattr(cfg, "ignore_stop_request", False),
+                                    chief=chief, latest_step=checkpoints.read_global_step(latest) if latest else None)
+  if stopped is not None:
+    return latest, stopped, None
   decision = _decide(cfg, previous, latest, max_steps)
   for line in decision.warnings:
     logging.warning("%s", line)
@@ -356,9 +368,11 @@ def _init_fn(cfg, trainer):
     with errors.as_user_errors():
       source = checkpoints.restore_for_fine_tuning(
           model, cfg.checkpoint_path, model_name=cfg.model_name, exclude_scopes=cfg.checkpoint_exclude_scopes,
-          ignore_missing_vars=cfg.ignore_missing_vars)
-    logging.warning("FINE-TUNING: initialized from --checkpoint_path=%s (excluded scopes: %s).",
-                    cfg.checkpoint_path, cfg.checkpoint_exclude_scopes or "none")
+          ignore_missing_vars=cfg.ignore_missing_vars, image_size=cfg.train_image_size)
+    logging.warning("FINE-TUNING: initialized from --checkpoint_path=%s%s (excluded scopes: %s).",
+                    cfg.checkpoint_path, f" ({source})" if source != cfg.checkpoint_path else "",
+                    cfg.checkpoint_exclude_scopes or ("the head" if cfg.checkpoint_path == pretrained.IMAGENET
+                                                      else "none"))
   else:
     logging.warning("RANDOM INIT: no checkpoint in %s and no --checkpoint_path.", cfg.train_dir)
   if ema_model is not None:
@@ -379,14 +393,16 @@ def _train_loop(cfg, strategy, controller, manager, trainer, split, *, start_ste
     logging.info("Input pipeline on the tf.data service %s (job %s): batches are not bit-reproducible across "
                  "runs and resumes.", cfg.tf_data_service, data_service.job_name(cfg.train_dir, start_step))
   wall_start = time.time()
+  stopper = early_stopping.StopWatcher(cfg.train_dir, strategy, manager, global_step, chief=chief)
   try:
     # SIGTERM/SIGINT: save at the end of the current loop of steps and stop (slimflowers/train/preemption.py).
     with preemption.Watcher(strategy, manager, global_step,
                             multi_worker=devices.is_multi_worker(strategy)) as watcher, \
         preemption.service_watchdog(cfg, manager, global_step, writer, lock, PROGRAM) as watchdog:
-      controller.train_actions += (watcher.action, watchdog.progress)
+      controller.train_actions += (watcher.action, watchdog.progress, stopper.action)
       if start_step < max_steps:
-        controller.train(steps=max_steps, checkpoint_at_completion=True)
+        with stopper.stops_training():  # an evaluator's stop request: saved, then finished at that step
+          controller.train(steps=max_steps, checkpoint_at_completion=True)
       elif manager.latest_checkpoint is None or manager.latest_checkpoint != latest:
         manager.save(checkpoint_number=start_step, check_interval=False)
   except preemption.Preempted:
@@ -402,6 +418,7 @@ def _train_loop(cfg, strategy, controller, manager, trainer, split, *, start_ste
     if not chief:
       fileio.rmtree(ckpt_dir)
   metadata.record_time(run_info, trainer, cfg, wall_start)
+  return stopper.record
 
 
 def warn_about_image_sizes(cfg, sizes, resize_to=None):
@@ -424,14 +441,3 @@ def warn_about_image_sizes(cfg, sizes, resize_to=None):
                     "--crop_area_range=0.25,1.0, or use --preprocessing_name=cifarnet for small images.",
                     100 * min_area, math.sqrt(min_area) * median_side, median_side)
 
-
-def _write_image_summary(writer, split, cfg):
-  ds = input_pipeline.train_dataset(split, batch_size=NUM_SUMMARY_IMAGES, image_size=cfg.train_image_size,
-                                    preprocessing_name=cfg.preprocessing_name, seed=cfg.seed,
-                                    augment=cfg.augment, random_erasing=cfg.random_erasing,
-                                    color_distortion=cfg.color_distortion, random_flip=cfg.random_flip,
-                                    crop_area_range=preprocessing.crop_area_range(cfg))
-  images, _ = next(iter(ds))
-  with writer.as_default(step=0):
-    tf.summary.image("input_images", preprocessing.denormalize(images, cfg.preprocessing_name),
-                     max_outputs=NUM_SUMMARY_IMAGES)
