@@ -1,4 +1,5 @@
-"""What a training run writes about itself: run_info.json's contents, its HParams, its timing and GFLOPs, and its input images at step 0.
+"""What a training run writes about itself: run_info.json's contents, its HParams, its timing and GFLOPs,
+and its input images at step 0.
 
     info = metadata.initial(cfg, split, model, trainer.train_variables, num_replicas, max_steps, source)
     metadata.start(cfg, info, decision, previous, num_replicas=..., chief=True)   # run_info.json, flags.txt, HParams
