@@ -287,7 +287,8 @@ def test_augmentations_mixup_cutmix_and_bfloat16_run(data, tmp_path):
 def _first_training_batch(data, tmp_path, **overrides):
   """The trainer's own input (train.make_dataset_fn) for these flags: its first batch as numpy."""
   import datasets  # pylint: disable=g-import-not-at-top
-  from slimflowers.train import program as train_lib, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train_lib  # pylint: disable=g-import-not-at-top
   flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=data, max_number_of_steps=1,
                 preprocessing_name="lenet")  # lenet: no augmentation of its own, so only the mixing differs
   cfg = train_lib.resolve_config(train_flags.config(**dict(flags_, **overrides)))
