@@ -40,6 +40,9 @@ flags.DEFINE_float("eval_interval_secs", 60, "Seconds between looks for a new ch
 flags.DEFINE_float("eval_timeout_secs", 3600, "Stop after this many seconds without a new checkpoint.")
 flags.DEFINE_list("final_eval_splits", [], "After the final checkpoint of the run: evaluate it and the best "
                   "checkpoint on these splits too (into eval_SPLIT/ and eval_SPLIT_best/), in this process.")
+flags.DEFINE_bool("write_predictions", True, "A final evaluation (one checkpoint; with --continuous the run's "
+                  "final step; the --final_eval_splits) also writes EVAL_DIR/predictions.csv: one row per example "
+                  "(file name, label, prediction, probabilities, top-5), for the report's intervals and paired tests.")
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU, to leave GPUs to training).")
 flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
@@ -60,7 +63,8 @@ def main(argv):
       preprocessing_name=FLAGS.preprocessing_name, eval_image_size=FLAGS.eval_image_size,
       batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, continuous=FLAGS.continuous,
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
-      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits)
+      print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits,
+      write_predictions=FLAGS.write_predictions)
 
 
 if __name__ == "__main__":

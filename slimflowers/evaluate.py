@@ -28,6 +28,7 @@ from slimflowers import exact_eval
 from slimflowers import fileio
 from slimflowers import input_pipeline
 from slimflowers import locks
+from slimflowers import predictions
 from slimflowers import run_dir
 from slimflowers import run_record
 from slimflowers import sanity
@@ -92,6 +93,13 @@ class _SplitEvaluation:
     self.evaluator = exact_eval.ExactEvaluator(model, self.dataset, strategy, num_classes=self.split.num_classes,
                                                global_batch_size=batch_size,
                                                expected_examples=self.split.num_samples)
+    self._per_example = None
+
+  def per_example(self, wanted=True):
+    """The predictions.csv pass (file names and labels read from the records once), or None when not `wanted`."""
+    if wanted and self._per_example is None:
+      self._per_example = predictions.PerExample.for_split(self.split)
+    return self._per_example if wanted else None
 
 
 def run(strategy, **flags):
@@ -102,8 +110,13 @@ def run(strategy, **flags):
 
 def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=None, dataset_split_name="validation",
         eval_dir=None, preprocessing_name=None, eval_image_size=None, batch_size=100, use_ema=False,
-        continuous=False, eval_interval_secs=60, eval_timeout_secs=3600, print_predictions=0, final_eval_splits=()):
-  """Evaluates as the flags say; returns the list of result dicts recorded (all splits)."""
+        continuous=False, eval_interval_secs=60, eval_timeout_secs=3600, print_predictions=0, final_eval_splits=(),
+        write_predictions=True):
+  """Evaluates as the flags say; returns the list of result dicts recorded (all splits).
+
+  `write_predictions`: a final evaluation (one checkpoint, the run's final step when `continuous`, the final
+  splits) also writes predictions.csv into its eval_dir (slimflowers/predictions.py).
+  """
   if batch_size <= 0:
     raise errors.BadValue(f"--batch_size={batch_size} must be positive.")
   # ---------------- Where to look and where to write ----------------
@@ -163,8 +176,11 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
     outputs = eval_outputs.Outputs(eval_dir, class_names=_class_names(split))
     try:
       def evaluate_fn(path):
+        final = not continuous or eval_watch.is_final_step(checkpoints.read_global_step(path),
+                                                           run_dir.read_run_info(train_dir))
         result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
-                                                   use_ema=use_ema, outputs=outputs)
+                                                   use_ema=use_ema, outputs=outputs,
+                                                   per_example=main.per_example(write_predictions and final))
         recorded.append(result)
         warn_if_suspect(result)
         if print_predictions:
@@ -201,7 +217,7 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
     if final is not None:
       for name in final_eval_splits:
         recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, run_dir.best_dir(eval_dir),
-                                    use_ema)
+                                    use_ema, write_predictions)
   return recorded
 
 
@@ -232,7 +248,7 @@ def _final_checkpoint(train_dir, what, *, wait_secs=0, poll_secs=WAIT_POLL_SECS)
   return listed[final]
 
 
-def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, use_ema):
+def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, use_ema, write_predictions=True):
   """The final checkpoint -> eval_<split>/, the best one (best_dir) -> eval_<split>_best/; skips what is done.
 
   When the best checkpoint is the final one, its result is copied (same weights, same numbers) with
@@ -255,6 +271,11 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, u
       same = [r for r in run_dir.read_results(final_dir) if int(r["step"]) == step] if out_dir != final_dir else []
       if same:
         row = dict(same[-1], checkpoint=prefix, copied_from=run_dir.results_path(final_dir))
+        source = predictions.checked_path(final_dir, same[-1])
+        if source is not None:  # the same predictions, beside the result they belong to
+          fileio.write_bytes_atomic(os.path.join(out_dir, predictions.FILE), fileio.read_bytes(source))
+        else:
+          row.pop("predictions", None)
         fileio.append_line(run_dir.results_path(out_dir), json.dumps(row, sort_keys=True))
         logging.info("The best checkpoint is the final one (step %d): its %s result is reused -> %s", step,
                      split_name, out_dir)
@@ -263,7 +284,8 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, best_dir, u
       outputs = eval_outputs.Outputs(out_dir, keep_best=False, class_names=_class_names(evaluation.split))
       try:
         result, _ = exact_eval.evaluate_checkpoint(prefix, evaluation.evaluator, split_name=split_name,
-                                                   use_ema=use_ema, outputs=outputs)
+                                                   use_ema=use_ema, outputs=outputs,
+                                                   per_example=evaluation.per_example(write_predictions))
       finally:
         outputs.close()
       recorded.append(result)
