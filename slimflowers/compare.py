@@ -48,6 +48,7 @@ from absl import logging
 from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import metrics
+from slimflowers import report_stats
 from slimflowers import run_dir
 from slimflowers import sanity
 
@@ -331,13 +332,14 @@ def columns_for(rows):
   return COLUMNS + (EXPORT_COLUMNS if exported else ()) + (WARNING_COLUMNS if warned else ())
 
 
-def format_csv(rows):
-  columns = columns_for(rows)
+def format_csv(rows, extra=()):
+  """results.csv; `extra`: (key, format) columns appended (report_stats: intervals, seeds)."""
+  columns = list(columns_for(rows)) + [(key, key, fmt, fmt) for key, fmt in extra]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
   writer.writerow([key for key, *_ in columns])
   for row in rows:
-    writer.writerow(["" if row[key] is None else fmt(row[key]) for key, _, fmt, _ in columns])
+    writer.writerow(["" if row.get(key) is None else fmt(row[key]) for key, _, fmt, _ in columns])
   return out.getvalue()
 
 
@@ -345,8 +347,8 @@ def format_markdown_table(rows):
   """A Markdown table padded into aligned columns, so it reads in a terminal too."""
   columns = columns_for(rows)
   header = [h for _, h, *_ in columns]
-  body = [["n/a" if row[key] is None else fmt(row[key]).replace("|", "\\|") for key, _, _, fmt in columns]
-          for row in rows]
+  body = [["n/a" if row[key] is None else (fmt(row[key]) + report_stats.interval_text(row, key)).replace("|", "\\|")
+           for key, _, _, fmt in columns] for row in rows]
   widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
   right = [fmt is not str for _, _, _, fmt in columns]
 
@@ -357,7 +359,7 @@ def format_markdown_table(rows):
   return "\n".join([line(header), rule] + [line(cells) for cells in body]) + "\n"
 
 
-def format_markdown(rows, runs, trained=None):
+def format_markdown(rows, runs, trained=None, analysis=None):
   parts = ["# Run comparison", "", format_markdown_table(rows)]
   if trained is not None:
     names = [run.name for run in runs if fileio.abspath(run.path) in trained]
@@ -381,6 +383,10 @@ def format_markdown(rows, runs, trained=None):
     parts[-1:-1] = ["Export (RUN/export/export_report.json): file sizes in MB; *int8 test top-1*: the int8 TFLite "
                     "model on the test split; *CPU ms/img*: batch 1 on one thread, the int8 TFLite model (else the "
                     "float32 one).", ""]
+  parts[-1:-1] = ["Intervals in brackets: 95 % Wilson score intervals of each accuracy over its number of images "
+                  "(results.csv: `<column>_ci_low`, `<column>_ci_high`).", ""]
+  if analysis is not None:
+    parts += [report_stats.markdown(analysis)]
   parts += [f"![{name}]({name})" for name in REPORT_FILES if name.endswith(".png")]
   return "\n".join(parts) + "\n"
 
@@ -479,6 +485,7 @@ class Report:
   paths: dict  # file name -> path
   secs: float = 0.0  # how long reading the runs and writing the report took
   trained: list = None  # names of the runs this invocation trained (the study), or None
+  analysis: object = None  # report_stats.Analysis
 
 
 def default_output_dir(run_dirs):
@@ -499,17 +506,19 @@ def write_report(run_dirs, output_dir=None, trained=None):
   output_dir = output_dir or default_output_dir(run_dirs)
   runs = [load_run(p, name) for p, name in zip(run_dirs, _display_names(run_dirs))]
   rows = [summarize(run) for run in runs]
+  analysis = report_stats.analyse(runs, rows)
   fileio.makedirs(output_dir)
   paths = {name: os.path.join(output_dir, name) for name in REPORT_FILES}
-  fileio.write_text_atomic(paths["results.csv"], format_csv(rows))
+  fileio.write_text_atomic(paths["results.csv"], format_csv(rows, report_stats.csv_columns(rows, analysis.seeds)))
   trained = None if trained is None else {fileio.abspath(p) for p in trained}
-  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained))
+  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained, analysis))
+  paths.update(report_stats.write_files(analysis, output_dir))
   plot_loss(runs, paths["loss.png"])
   plot_val_accuracy(runs, paths["val_accuracy.png"])
   plot_steps_per_hour(rows, paths["steps_per_hour.png"])
   plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
   return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths,
-                secs=time.monotonic() - start,
+                secs=time.monotonic() - start, analysis=analysis,
                 trained=None if trained is None else [r.name for r in runs if fileio.abspath(r.path) in trained])
 
 
@@ -522,7 +531,10 @@ def print_report(report, out=None):
   for row in report.rows:
     if row.get("status"):
       print(f"WARNING {row['run']}: {row['status']}: not a result (see {report.paths['results.md']}).", file=out)
-  print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']})", file=out)
+  if report.analysis is not None and report.analysis.ranking:
+    print(report.analysis.ranking, file=out)
+  print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']}, {report.paths['pairwise.csv']})",
+        file=out)
   print("Plots: " + ", ".join(report.paths[n] for n in REPORT_FILES if n.endswith(".png")), file=out)
   out.flush()
 
