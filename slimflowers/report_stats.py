@@ -109,7 +109,8 @@ def group_runs(runs):
 def _examples(run, key, row):
   """The number of examples behind column `key` of `row`."""
   if key == "best_val_accuracy":
-    hits = [r for r in run.validation if row.get("best_val_step") is not None and int(r["step"]) == row["best_val_step"]]
+    step = row.get("best_val_step")
+    hits = [r for r in run.validation if step is not None and int(r["step"]) == step]
     source = hits[-1] if hits else None
   elif key == "final_val_accuracy":
     source = run.validation[-1] if run.validation else None

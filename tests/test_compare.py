@@ -129,8 +129,8 @@ def test_exact_table(runs, tmp_path):
       assert (row[key], row[column + "_ci_high"]) == (f"{interval.low:.4f}", f"{interval.high:.4f}"), key
   lines = [" ".join(line.split()) for line in report.markdown_table.splitlines()]
   assert len(lines) == 4
-  assert lines[2] == ("| cifarnet | cifarnet | synthetic_flowers | 64 | 1,756,426 | 0.0123 | 300 | 87.50 [71.9, 95.0] | "
-                      "200 | 87.50 [71.9, 95.0] | 81.25 [64.7, 91.1] | 93.75 [79.9, 98.3] | 84.00 [68.2, 93.1] | "
+  assert lines[2] == ("| cifarnet | cifarnet | synthetic_flowers | 64 | 1,756,426 | 0.0123 | 300 | "
+                      "87.50 [71.9, 95.0] | 200 | 87.50 [71.9, 95.0] | 81.25 [64.7, 91.1] | 93.75 [79.9, 98.3] | 84.00 [68.2, 93.1] | "
                       "100.00 [89.3, 100.0] | 80.00 | 78.00 | 512.2 | 0.062 | 57,600 | 1:02:03 |")
   assert lines[3] == ("| mobilenet_v1_025 | mobilenet_v1_025 | synthetic_flowers | 96 | n/a | n/a | 30 | 50.00 | 30 | "
                       "50.00 | n/a | n/a | n/a | n/a | 43.75 | n/a | 200.0 | 0.250 | 14,400 | 0:10:00 |")
