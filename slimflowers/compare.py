@@ -48,6 +48,8 @@ from absl import logging
 from slimflowers import errors
 from slimflowers import fileio
 from slimflowers import metrics
+from slimflowers import report_html
+from slimflowers import report_plots
 from slimflowers import report_stats
 from slimflowers import run_dir
 from slimflowers import sanity
@@ -496,7 +498,7 @@ def default_output_dir(run_dirs):
   return os.path.join(parents.pop(), run_dir.REPORT_SUBDIR)
 
 
-def write_report(run_dirs, output_dir=None, trained=None):
+def write_report(run_dirs, output_dir=None, trained=None, commands=None):
   """Reads the runs and writes the table and plots into `output_dir`; returns a Report.
 
   `trained`: the run directories this invocation trained (the study), said in results.md; None: not said.
@@ -513,10 +515,23 @@ def write_report(run_dirs, output_dir=None, trained=None):
   trained = None if trained is None else {fileio.abspath(p) for p in trained}
   fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained, analysis))
   paths.update(report_stats.write_files(analysis, output_dir))
-  plot_loss(runs, paths["loss.png"])
-  plot_val_accuracy(runs, paths["val_accuracy.png"])
+  if analysis.seeds:  # one line per model: the mean across its seeds, a band from min to max
+    report_plots.plot_curves_with_bands(runs, analysis.groups, paths["loss.png"], "loss")
+    report_plots.plot_curves_with_bands(runs, analysis.groups, paths["val_accuracy.png"], "validation")
+  else:
+    plot_loss(runs, paths["loss.png"])
+    plot_val_accuracy(runs, paths["val_accuracy.png"])
   plot_steps_per_hour(rows, paths["steps_per_hour.png"])
   plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
+  report_plots.plot_frontier(rows, paths["frontier.png"])
+  report_html.write(paths["report.html"], report_html.Page(
+      title=f"Run comparison: {os.path.basename(os.path.dirname(fileio.abspath(output_dir))) or output_dir}",
+      rows=rows, columns=[c for c in COLUMNS + WARNING_COLUMNS if c[0] in {k for k, *_ in columns_for(rows)}],
+      analysis=analysis, export_columns=list(EXPORT_COLUMNS), commands=list(commands or []),
+      images={"Training loss": paths["loss.png"], "Validation accuracy": paths["val_accuracy.png"],
+              "Efficiency frontier": paths["frontier.png"], "Training speed": paths["steps_per_hour.png"]},
+      class_names={run.name: report_stats.class_names_of(run, int(run.info.get("num_classes") or 0)) for run in runs
+                   if run.info.get("num_classes")}))
   return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths,
                 secs=time.monotonic() - start, analysis=analysis,
                 trained=None if trained is None else [r.name for r in runs if fileio.abspath(r.path) in trained])
@@ -536,6 +551,7 @@ def print_report(report, out=None):
   print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']}, {report.paths['pairwise.csv']})",
         file=out)
   print("Plots: " + ", ".join(report.paths[n] for n in REPORT_FILES if n.endswith(".png")), file=out)
+  print(f"Page (everything above, one file): {report.paths['report.html']}", file=out)
   out.flush()
 
 

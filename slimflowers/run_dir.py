@@ -29,7 +29,7 @@ BEST_SUBDIR = "best"
 BEST_FILE = "best.json"
 REPORT_SUBDIR = "report"
 REPORT_FILES = ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
-                "accuracy_vs_params.png", "pairwise.csv")
+                "accuracy_vs_params.png", "frontier.png", "pairwise.csv", "report.html")
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
 EXPORT_SUBDIR = "export"          # the study's export of a run's best checkpoint: TRAIN_DIR/export/

@@ -83,7 +83,7 @@ def training_done(train_dir, max_number_of_steps=None):
   return max_number_of_steps is None or int(info["final_step"]) >= max_number_of_steps
 
 
-def check_unchanged(cfg, model, train_dir):
+def check_unchanged(cfg, model, train_dir, seed_index=0):
   """Before a finished run is skipped: the lines the trainer would warn with; StudyError with the trainer's own
   line when this study's flags would change the run (slimflowers/run_record.py)."""
   from slimflowers import run_record  # pylint: disable=g-import-not-at-top
@@ -93,7 +93,7 @@ def check_unchanged(cfg, model, train_dir):
   from slimflowers import train  # pylint: disable=g-import-not-at-top  (TensorFlow; only when the study runs)
   from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
   try:
-    return train.preflight(train_flags.parse(train_command(cfg, model)[2:])).warnings
+    return train.preflight(train_flags.parse(train_command(cfg, model, seed_index)[2:])).warnings
   except errors.UserError as e:
     raise StudyError(f"{model}: {e}") from e
 
@@ -146,7 +146,33 @@ class StudyConfig:
   max_number_of_steps: int = None  # when given: a finished run with fewer steps is trained further
   export: bool = False             # export each model's best-validation checkpoint into RUN/export/
   parallel_models: int = 1         # models trained at once, the CPU cores shared out (child_env)
+  seeds: int = 1                   # runs per model, seeds --seed, --seed + 1, ... (run_name)
   python: str = sys.executable
+  command: str = None              # the command that started the study (the report's reproduction section)
+
+
+def base_seed(cfg):
+  """The --seed forwarded to the trainers (the last one given wins, as absl reads them), else the default 0."""
+  seed = 0
+  for flag in cfg.train_flags:
+    if flag.startswith("--seed="):
+      seed = int(flag.split("=", 1)[1])
+  return seed
+
+
+def run_name(cfg, model, seed_index=0):
+  """A run's directory name: the model's for its first seed (the one-seed layout, so older studies resume), then
+  `<model>-seed<S>` with S = --seed + seed_index."""
+  return model if not seed_index else f"{model}-seed{base_seed(cfg) + seed_index}"
+
+
+def run_path(cfg, model, seed_index=0):
+  return os.path.join(cfg.runs_dir, run_name(cfg, model, seed_index))
+
+
+def seed_flags(cfg, seed_index=0):
+  """The trainer's --seed for a further seed (nothing for the first: its command is the one-seed study's)."""
+  return [f"--seed={base_seed(cfg) + seed_index}"] if seed_index else []
 
 
 def child_env(cfg):
@@ -157,15 +183,15 @@ def child_env(cfg):
   return {"TF_NUM_INTRAOP_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.parallel_models))}
 
 
-def train_command(cfg, model):
-  return [cfg.python, TRAIN_SCRIPT, f"--train_dir={os.path.join(cfg.runs_dir, model)}",
+def train_command(cfg, model, seed_index=0):
+  return [cfg.python, TRAIN_SCRIPT, f"--train_dir={run_path(cfg, model, seed_index)}",
           f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}", f"--model_name={model}",
-          *cfg.train_flags]
+          *cfg.train_flags, *seed_flags(cfg, seed_index)]
 
 
-def eval_command(cfg, model, *, test_split=None):
+def eval_command(cfg, model, *, test_split=None, seed_index=0):
   """The continuous validation evaluator of `model`'s run; with `test_split`, it also evaluates the final splits."""
-  train_dir = os.path.join(cfg.runs_dir, model)
+  train_dir = run_path(cfg, model, seed_index)
   cmd = [cfg.python, EVAL_SCRIPT, f"--checkpoint_path={train_dir}", f"--dataset_name={cfg.dataset_name}",
          f"--dataset_dir={cfg.dataset_dir}", "--dataset_split_name=validation", f"--model_name={model}",
          f"--batch_size={cfg.eval_batch_size}", "--continuous", f"--eval_interval_secs={cfg.eval_interval_secs}",
@@ -183,8 +209,8 @@ def eval_command(cfg, model, *, test_split=None):
   return cmd
 
 
-def export_command(cfg, model, *, verify_split):
-  train_dir = os.path.join(cfg.runs_dir, model)
+def export_command(cfg, model, *, verify_split, seed_index=0):
+  train_dir = run_path(cfg, model, seed_index)
   cmd = [cfg.python, EXPORT_SCRIPT, f"--checkpoint_path={run_dir.best_dir(run_dir.eval_dir(train_dir, 'validation'))}",
          f"--output_dir={os.path.join(train_dir, run_dir.EXPORT_SUBDIR)}", f"--dataset_dir={cfg.dataset_dir}",
          f"--quantize={','.join(EXPORT_QUANTIZE)}", f"--verify_split={verify_split}"]
@@ -201,25 +227,28 @@ def exported_step(train_dir):
 
 # ----------------------------------------------------------------------------- One model
 
-def run_model(cfg, model, *, has_test, supervisor=None):
-  """Trains and evaluates one model, skipping the parts already done. Returns its train_dir."""
+def run_model(cfg, model, *, has_test, supervisor=None, seed_index=0):
+  """Trains and evaluates one model (its `seed_index`-th seed), skipping the parts already done. Returns its
+  train_dir."""
   supervisor = supervisor or children_lib.Supervisor()
-  train_dir = os.path.join(cfg.runs_dir, model)
+  train_dir = run_path(cfg, model, seed_index)
   train_log, eval_log = os.path.join(train_dir, run_dir.TRAIN_LOG), os.path.join(train_dir, run_dir.EVAL_LOG)
   test_split = "test" if has_test else None
+  model_name, model = model, run_name(cfg, model, seed_index)  # `model` below: the run's name in every line
 
   def evaluator():
-    return supervisor.start(f"{model} eval", eval_command(cfg, model, test_split=test_split), eval_log,
-                            env=child_env(cfg))
+    return supervisor.start(f"{model} eval", eval_command(cfg, model_name, test_split=test_split,
+                                                          seed_index=seed_index), eval_log, env=child_env(cfg))
 
   if training_done(train_dir, cfg.max_number_of_steps):
-    for line in check_unchanged(cfg, model, train_dir):
+    for line in check_unchanged(cfg, model_name, train_dir, seed_index):
       supervisor.say(f"{model}: WARNING: {line}")
     supervisor.say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})")
   else:
     supervisor.say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, "
                    f"{eval_log})")
-    trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log, env=child_env(cfg))
+    trainer = supervisor.start(f"{model} train", train_command(cfg, model_name, seed_index), train_log,
+                               env=child_env(cfg))
     supervisor.wait(model, [trainer, evaluator()])
     if not training_done(train_dir):
       raise StudyFailed(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
@@ -234,11 +263,12 @@ def run_model(cfg, model, *, has_test, supervisor=None):
   else:
     supervisor.say(f"{model}: every evaluation is done ({train_dir})")
   if cfg.export:
-    export_best(cfg, model, train_dir, test_split or "validation", supervisor)
+    export_best(cfg, model, train_dir, test_split or "validation", supervisor, model_name=model_name,
+                seed_index=seed_index)
   return train_dir
 
 
-def export_best(cfg, model, train_dir, verify_split, supervisor):
+def export_best(cfg, model, train_dir, verify_split, supervisor, *, model_name=None, seed_index=0):
   """Exports the best-validation checkpoint into RUN/export/ (once per best step). A failed check is reported,
   not fatal: the files and export_report.json are kept and the report shows the numbers."""
   best = run_dir.read_best(run_dir.eval_dir(train_dir, "validation")).get("step")
@@ -251,8 +281,8 @@ def export_best(cfg, model, train_dir, verify_split, supervisor):
   supervisor.say(f"{model}: exporting the best checkpoint (step {best}) and checking it on {verify_split}")
   log = os.path.join(train_dir, run_dir.EVAL_LOG)
   try:
-    supervisor.wait(model, [supervisor.start(f"{model} export", export_command(cfg, model, verify_split=verify_split),
-                                             log, env=child_env(cfg))])
+    command = export_command(cfg, model_name or model, verify_split=verify_split, seed_index=seed_index)
+    supervisor.wait(model, [supervisor.start(f"{model} export", command, log, env=child_env(cfg))])
   except children_lib.ChildFailed as e:
     if e.returncode != 1 or exported_step(train_dir) != best:
       raise
@@ -284,31 +314,50 @@ def run_study(cfg, models, *, out=None, supervisor=None):
   has_test = "test" in dataset_splits(cfg.dataset_name, cfg.dataset_dir)
   fileio.makedirs(cfg.runs_dir)
   # What this invocation trains (the report says so): the models whose runs were not finished before it.
-  to_train = [m for m in models if not training_done(os.path.join(cfg.runs_dir, m), cfg.max_number_of_steps)]
-  supervisor.say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
-                 f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
-  def one(i, model):
-    supervisor.say(f"===== model {i}/{len(models)}: {model} =====")
+  # One run per model and seed, scheduled alike (a seed of a model is one more "model" to train); the first seeds
+  # of every model first, so a study stopped early has one run of each.
+  units = [(model, i) for i in range(max(1, cfg.seeds)) for model in models]
+  to_train = [run_path(cfg, m, i) for m, i in units if not training_done(run_path(cfg, m, i), cfg.max_number_of_steps)]
+  seeds = f", {cfg.seeds} seeds each ({len(units)} runs)" if cfg.seeds > 1 else ""
+  supervisor.say(f"{len(models)} model(s): {', '.join(models)}{seeds}; dataset {cfg.dataset_name} "
+                 f"({cfg.dataset_dir}, {'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
+  def one(i, unit):
+    model, seed_index = unit
+    name = run_name(cfg, model, seed_index)
+    supervisor.say(f"===== {'model' if cfg.seeds <= 1 else 'run'} {i}/{len(units)}: {name} =====")
     start = time.monotonic()
-    train_dir = run_model(cfg, model, has_test=has_test, supervisor=supervisor)
-    supervisor.say(f"{model}: done in {time.monotonic() - start:.0f}s")
+    extra = {"seed_index": seed_index} if seed_index else {}
+    train_dir = run_model(cfg, model, has_test=has_test, supervisor=supervisor, **extra)
+    supervisor.say(f"{name}: done in {time.monotonic() - start:.0f}s")
     return train_dir
 
   with children_lib.StopOnSignals(supervisor.say):
     try:
       if cfg.parallel_models <= 1:
-        run_dirs = [one(i, model) for i, model in enumerate(models, 1)]
+        run_dirs = [one(i, unit) for i, unit in enumerate(units, 1)]
       else:
-        run_dirs = _side_by_side(cfg, models, one, supervisor)
+        run_dirs = _side_by_side(cfg, units, one, supervisor)
     finally:
       supervisor.stop()  # whatever an interrupt or error left running
   # The report covers every run in runs_dir, not only this invocation's --models.
   others = [p for p in compare.runs_in(cfg.runs_dir) if fileio.abspath(p) not in {fileio.abspath(d) for d in run_dirs}]
   report = compare.write_report(run_dirs + others, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR),
-                                trained=[os.path.join(cfg.runs_dir, m) for m in to_train])
+                                trained=to_train, commands=reproduction(cfg, units, has_test))
   compare.print_report(report, supervisor.out)
   supervisor.say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}")
   return report
+
+
+def reproduction(cfg, units, has_test):
+  """[(what, command)]: the study's command, then each run's trainer and evaluator (the report's last section)."""
+  commands = [("the study", cfg.command)] if cfg.command else []
+  for model, i in units:
+    name = run_name(cfg, model, i)
+    test = "test" if has_test else None
+    commands.append((f"{name}: training", shlex.join(["python"] + train_command(cfg, model, i)[1:])))
+    commands.append((f"{name}: evaluation", shlex.join(["python"] + eval_command(cfg, model, test_split=test,
+                                                                                   seed_index=i)[1:])))
+  return commands
 
 
 def _side_by_side(cfg, models, one, supervisor):
@@ -358,6 +407,11 @@ def define_flags():
                        "machine halves the study's time (BENCHMARKS.md, The demo). The report's speed columns are then "
                        "measured on a shared machine (3-13 % lower): compare speeds from one-at-a-time runs. On GPUs "
                        "keep 1: models would share the accelerator.", lower_bound=1)
+  flags.DEFINE_integer("seeds", 1, "Train each model this many times, with seeds --seed, --seed+1, ... (data "
+                       "order, initialization, augmentation): one run directory each, RUNS/<model> for the first, "
+                       "RUNS/<model>-seed<S> for the others. The report adds the mean, standard deviation, min and "
+                       "max across seeds and compares the models seed by seed and on their means. A re-run with "
+                       "more seeds trains only the missing ones.", lower_bound=1)
   flags.mark_flags_as_required(["models", "runs_dir", "dataset_dir"])
 
 
@@ -383,7 +437,8 @@ def config_from_flags():
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       eval_num_gpus=FLAGS.eval_num_gpus, eval_image_size=FLAGS.train_image_size,
       preprocessing_name=FLAGS.preprocessing_name, use_ema=bool(FLAGS.moving_average_decay),
-      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models)
+      max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models,
+      seeds=FLAGS.seeds, command=shlex.join(["python", "-m", "slimflowers.study"] + sys.argv[1:]))
 
 
 def main(argv):
