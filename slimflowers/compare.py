@@ -1,4 +1,4 @@
-"""Compares training runs: one table (Markdown, CSV, console) and four PNG plots.
+"""Compares training runs: one table (Markdown, CSV, console), the statistics behind it, plots, one HTML page.
 
     python -m slimflowers.compare runs/demo/cifarnet runs/demo/mobilenet_v1_025 --output=runs/demo/report
     python -m slimflowers.compare runs/demo          # a directory of runs: every run inside it
@@ -9,7 +9,10 @@ final and of the best-by-validation checkpoint, mean per-class accuracy, trainin
 images/s, s/step, steps/hour, wall time) and writes into the output directory
 (default: `report/` beside the runs when they share a parent directory):
 `results.md`, `results.csv`, `loss.png`, `val_accuracy.png`, `steps_per_hour.png`,
-`accuracy_vs_params.png`.
+`accuracy_vs_params.png`, `frontier.png`, `pairwise.csv`, `per_class/<run>.csv` and `report.html` (one
+self-contained page). The statistics (95 % intervals on every accuracy, seed groups, paired comparisons of runs
+that share a split, the ranking with ties, per-class tables) come from the evaluators' results.jsonl and
+predictions.csv files: report_stats.py, report_plots.py, report_html.py.
 
 Any run works, not only the study's: a run is a trainer's `--train_dir`
 (`run_info.json`, `flags.txt`, `train/` events). What each column reads, first

@@ -100,6 +100,11 @@ def group_runs(runs):
   groups = {}
   for members in by_key.values():
     members = sorted(members, key=lambda r: (seed_of(r) is None, seed_of(r) or 0, r.name))
+    seeds = [seed_of(r) for r in members]
+    if None in seeds or len(set(seeds)) < len(seeds):  # the same training twice is not two seeds: compare them
+      for run in members:
+        groups[run.name] = [run]
+      continue
     groups[members[0].name] = members
   return groups
 

@@ -160,6 +160,10 @@ def test_seeds_are_grouped_paired_by_seed_and_their_means_compared(tmp_path):
   assert float(mean["ci_low"]) < float(mean["difference"]) < float(mean["ci_high"])
   assert 0 < float(mean["p_value"]) < 0.05
   assert "per-seed means" in report.analysis.ranking
+  # The same training twice (same seed, e.g. two copies) is two runs to compare, not a group of seeds.
+  again = write_run(str(tmp_path / "elsewhere"), "big", model="m50", right=_right(50), seed=0)
+  report = compare.write_report([paths[0], again], str(tmp_path / "report2"))
+  assert not report.analysis.seeds and len(report.analysis.groups) == 2
 
 
 def test_compare_cli_on_runs_that_share_a_test_split(two_models, tmp_path):
