@@ -391,7 +391,7 @@ def format_markdown(rows, runs, trained=None, analysis=None):
   parts[-1:-1] = ["Intervals in brackets: 95 % Wilson score intervals of each accuracy over its number of images "
                   "(results.csv: `<column>_ci_low`, `<column>_ci_high`).", ""]
   if analysis is not None:
-    parts += [report_stats.markdown(analysis)]
+    parts += [report_stats.markdown(analysis, rows=rows)]
   parts += [f"![{name}]({name})" for name in REPORT_FILES if name.endswith(".png")]
   return "\n".join(parts) + "\n"
 

@@ -347,9 +347,31 @@ def write_files(analysis, output_dir):
   return paths
 
 
-def markdown(analysis, max_confused=stats.MOST_CONFUSED):
-  """The results.md sections: the ranking, the pairwise table, per-class summaries and the most confused pairs."""
+def seeds_markdown(rows):
+  """One line per group of several seeds: mean ± sd [min, max] of the headline accuracies."""
+  lines = ["| model | seeds | " + " | ".join(f"{k.replace('_', ' ')} % (mean ± sd [min, max])" for k in SEED_COLUMNS)
+           + " |", "|---|--:|" + "--:|" * len(SEED_COLUMNS)]
+  seen = set()
+  for row in rows:
+    if (row.get("seeds") or 0) < 2 or row.get("group") in seen:
+      continue
+    seen.add(row["group"])
+    cells = []
+    for key in SEED_COLUMNS:
+      mean, sd = row.get(f"{key}_mean"), row.get(f"{key}_sd")
+      cells.append("n/a" if mean is None else f"{100 * mean:.2f} ± {100 * (sd or 0):.2f} "
+                   f"[{100 * row[f'{key}_min']:.2f}, {100 * row[f'{key}_max']:.2f}]")
+    lines.append(f"| {row['group']} | {row['seeds']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def markdown(analysis, max_confused=stats.MOST_CONFUSED, rows=()):
+  """The results.md sections: across seeds, the ranking, the pairwise table, per-class summaries and the most
+  confused pairs."""
   parts = []
+  if analysis.seeds and rows:
+    parts += ["## Across seeds", "", seeds_markdown(rows), "", "sd: the sample standard deviation across the seeds "
+              "(n − 1).", ""]
   if analysis.ranking:
     parts += ["## Ranking", "", analysis.ranking, ""]
   if analysis.pairwise:

@@ -160,6 +160,10 @@ def test_seeds_are_grouped_paired_by_seed_and_their_means_compared(tmp_path):
   assert float(mean["ci_low"]) < float(mean["difference"]) < float(mean["ci_high"])
   assert 0 < float(mean["p_value"]) < 0.05
   assert "per-seed means" in report.analysis.ranking
+  with open(os.path.join(out, "results.md")) as f:
+    md = f.read()
+  assert "## Across seeds" in md
+  assert "| big | 2 | " in md and f"{100 * 53 / N:.2f} ± {100 * np.std([54 / N, 52 / N], ddof=1):.2f}" in md
   # The same training twice (same seed, e.g. two copies) is two runs to compare, not a group of seeds.
   again = write_run(str(tmp_path / "elsewhere"), "big", model="m50", right=_right(50), seed=0)
   report = compare.write_report([paths[0], again], str(tmp_path / "report2"))
