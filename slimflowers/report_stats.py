@@ -34,7 +34,7 @@ from slimflowers import stats
 
 # Accuracy columns of compare's table -> where their number of examples comes from.
 INTERVAL_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_top1", "test_top5", "best_ckpt_test_top1",
-                    "best_ckpt_test_top5")
+                    "best_ckpt_test_top5", "int8_test_top1")
 SEED_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_top1", "best_ckpt_test_top1")
 SPLITS = ("test", "validation", "test_best")   # the ranking's preference, in order
 PAIRWISE_COLUMNS = ("model_a", "model_b", "split", "seed", "accuracy_a", "accuracy_b", "difference", "ci_low",
@@ -121,6 +121,8 @@ def _examples(run, key, row):
     source = run.validation[-1] if run.validation else None
   elif key.startswith("best_ckpt_test"):
     source = run.test_best
+  elif key == "int8_test_top1":  # the export's check of the int8 model over the whole split (export_report.json)
+    source = run.export
   else:
     source = run.test_final
   return (source or {}).get("num_examples")

@@ -178,3 +178,19 @@ def test_compare_cli_on_runs_that_share_a_test_split(two_models, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Ranking on the test split" in proc.stdout
   assert len(_csv(os.path.join(out, "pairwise.csv"))) == 2
+
+
+def test_the_int8_accuracy_gets_its_interval_from_the_exports_split(tmp_path):
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "runs")
+  a = write_run(root, "a", model="cifarnet", right=_right(54))
+  os.makedirs(os.path.join(a, "export"))
+  with open(os.path.join(a, "export", "export_report.json"), "w") as f:
+    json.dump({"num_examples": N, "summary": {"verify_split": "test", "int8_top1": 0.85, "tflite_int8_mb": 1.5,
+                                              "cpu_latency_ms": 2.0}}, f)
+  out = str(tmp_path / "report")
+  compare.write_report([a, write_run(root, "b", model="lenet", right=_right(40))], out)
+  row = {r["run"]: r for r in _csv(os.path.join(out, "results.csv"))}["a"]
+  interval = scipy_stats.binomtest(51, N).proportion_ci(method="wilson")
+  assert (row["int8_test_top1_ci_low"], row["int8_test_top1_ci_high"]) == (f"{interval.low:.4f}",
+                                                                           f"{interval.high:.4f}")
