@@ -9,7 +9,8 @@ r"""Evaluates checkpoints exactly, once or continuously beside a running trainer
 Without --continuous it evaluates one checkpoint (a prefix, or the latest in a
 directory). Results go to --eval_dir (default TRAIN_DIR/eval_SPLIT): TensorBoard
 summaries at the checkpoint's step, results.jsonl, and best/ (a copy of the best
-checkpoint by accuracy). Model, image size and preprocessing default to the run's.
+checkpoint by accuracy); a final evaluation (this one checkpoint, the run's final step with
+--continuous, the --final_eval_splits) also writes predictions.csv, one row per example. Model, image size and preprocessing default to the run's.
 See slimflowers/evaluate.py.
 """
 from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
