@@ -255,10 +255,9 @@ def ranking(pairs, groups):
             "validation": "the validation split (final checkpoints)"}[split]
     listing = ", ".join(f"{ranks[n]}. {n} ({100 * accuracies[n]:.1f} %)" for n in names)
     test = ("sign-flip permutation tests on the per-seed means" if multi else "McNemar's exact tests")
-    tied = len(set(ranks.values())) < len(ranks)
-    sentence = (f"Ranking on {what}, {family[0]['num_examples']:,} images: {listing}; models share a rank when no "
-                f"test separates them ({test}, Holm's correction across the {len(family)} "
-                f"pair{'s' if len(family) != 1 else ''}, 5 % level){': here some do' if tied else ''}.")
+    sentence = (f"Ranking on {what}, {family[0]['num_examples']:,} images: {listing}; a shared rank means the "
+                f"difference is not significant ({test}, Holm's correction across the {len(family)} "
+                f"pair{'s' if len(family) != 1 else ''}, 5 % level).")
     return sentence, ranks, split
   return "", {}, None
 

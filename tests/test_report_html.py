@@ -97,11 +97,13 @@ window.addEventListener("load", function () {
 
 
 def _render(path, tmp_path):
-  """The DOM after load, from headless Chromium (bounded)."""
+  """The DOM after load, from headless Chromium (bounded; a profile of its own per render, so one render never waits
+  for the previous one's profile lock)."""
+  profile = tmp_path / f"profile-{os.path.basename(path)}-{len(os.listdir(tmp_path))}"
   proc = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                         "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                         "--virtual-time-budget=10000", "--dump-dom", "file://" + os.path.abspath(path)],
-                        capture_output=True, text=True, timeout=120, check=False)
+                         "--disable-dev-shm-usage", "--disable-extensions", f"--user-data-dir={profile}",
+                         "--virtual-time-budget=5000", "--dump-dom", "file://" + os.path.abspath(path)],
+                        capture_output=True, text=True, timeout=240, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout
 
@@ -110,7 +112,7 @@ def _probed(page, tmp_path, edit=lambda text: text):
   """A copy of the page with the probe first in <head> (so it sees every later error), rendered."""
   with open(page, encoding="utf-8") as f:
     text = edit(f.read())
-  copy = tmp_path / "probed.html"
+  copy = tmp_path / f"probed-{len(os.listdir(tmp_path))}.html"
   copy.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
   dom = _render(copy, tmp_path)
   found = dict(re.findall(r'data-(images|broken|errors|probe)="([^"]*)"', dom.split(">", 2)[1]))
