@@ -32,6 +32,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 .ci { color: #666; font-size: 0.85em; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
+.scroll { overflow-x: auto; }
 """
 
 
@@ -83,12 +84,12 @@ def confusion_png(labels, predictions, class_names, title):
 
 
 def _table(header, body, classes=None):
-  out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"]
+  out = ['<div class="scroll"><table>', "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"]
   for i, cells in enumerate(body):
     row_classes = classes[i] if classes else [None] * len(cells)
     out.append("<tr>" + "".join(f"<td class=\"{c}\">{v}</td>" if c else f"<td>{v}</td>"
                                 for v, c in zip(cells, row_classes)) + "</tr>")
-  out.append("</table>")
+  out.append("</table></div>")
   return "\n".join(out)
 
 
