@@ -22,6 +22,7 @@ from slimflowers import compare
 from slimflowers import data_service
 from slimflowers import evaluate
 from slimflowers import fileio
+from slimflowers import predictions
 from slimflowers import run_dir
 from tests import tiny_data
 
@@ -54,6 +55,9 @@ def test_the_whole_cycle_on_tensorflows_in_memory_filesystem(tmp_path):
   assert [r["step"] for r in results] == [4] and results[0]["num_examples"] == 6
   val_dir = run_dir.eval_dir(train_dir, "validation")
   assert run_dir.evaluated_steps(val_dir) == {4}
+  # The final step's predictions.csv, on ram:// too, named by its results row.
+  assert predictions.checked_path(val_dir, results[0]) == f"{val_dir}/predictions.csv"
+  assert len(predictions.read(f"{val_dir}/predictions.csv")["label"]) == 6
   at_chance = results[0]["sanity"]["at_chance"]  # (4 steps, 6 images: it usually is) then no best/
   if not at_chance:
     assert run_dir.read_best(val_dir)["step"] == 4
