@@ -16,7 +16,7 @@ Flags left unset take the dataset's defaults (see the datasets/<name>.py module)
 Your --source folder is only read, never changed; files that are not usable images
 are skipped and listed in dataset.json.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -24,10 +24,12 @@ from absl import logging
 
 import datasets
 from datasets import images
+from datasets import records
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset_name", None, datasets.list_datasets(), "Which dataset to convert.")
-flags.DEFINE_string("dataset_dir", None, "Output directory for the shards, labels.txt and dataset.json.")
+flags.DEFINE_string("dataset_dir", None, "Output directory for the shards, "
+                    f"{records.LABELS_FILENAME} and {records.DATASET_JSON}.")
 flags.DEFINE_string("source", None, "Directory (or archive) with the upstream files, or the class folders for "
                     "--dataset_name=folder; for synthetic_flowers where the generated images go.")
 flags.DEFINE_float("validation_size", None, "Validation images: a count, or a fraction in (0, 1). "

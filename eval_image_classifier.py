@@ -10,43 +10,45 @@ Without --continuous it evaluates one checkpoint (a prefix, or the latest in a
 directory). Results go to --eval_dir (default TRAIN_DIR/eval_SPLIT): TensorBoard
 summaries at the checkpoint's step, results.jsonl, and best/ (a copy of the best
 checkpoint by accuracy); a final evaluation (this one checkpoint, the run's final step with
---continuous, the --final_eval_splits) also writes predictions.csv, one row per example. Model, image size and preprocessing default to the run's.
-See slimflowers/evaluate.py.
+--continuous, the --final_eval_splits) also writes predictions.csv, one row per example. Model, image size and
+preprocessing default to the run's. See slimflowers/eval/program.py.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from slimflowers import devices
-from slimflowers import evaluate
+from slimflowers.core import devices
+from slimflowers.core import run_dir
+from slimflowers.eval import program as evaluate
+from slimflowers.train import flags as train_flags
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("checkpoint_path", None, "A checkpoint prefix (TRAIN_DIR/ckpt-1000) or a train_dir.")
 flags.DEFINE_string("eval_dir", None, "Where results go; default TRAIN_DIR/eval_SPLIT.")
-flags.DEFINE_string("dataset_name", "synthetic_flowers", "Dataset name (see datasets.list_datasets()).")
-flags.DEFINE_string("dataset_dir", None, "Directory written by download_and_convert_data.py.")
-flags.DEFINE_string("dataset_split_name", "validation", "Split to evaluate.")
+train_flags.define_dataset_flags(split_name="validation", split_help="Split to evaluate.")
 flags.DEFINE_string("model_name", None, "Network the checkpoint was trained with; default: the run's "
-                    "(TRAIN_DIR/run_info.json).")
-flags.DEFINE_string("preprocessing_name", None, "A preprocessing_factory name (slimflowers/preprocessing.py); "
+                    f"(TRAIN_DIR/{run_dir.RUN_INFO}).")
+flags.DEFINE_string("preprocessing_name", None, "A preprocessing_factory name (slimflowers/data/preprocessing.py); "
                     "default: the run's, else the net's.")
 flags.DEFINE_integer("eval_image_size", None, "Evaluation image size; default: the run's training size, "
                      "else the net's.")
-flags.DEFINE_integer("batch_size", 100, "Global evaluation batch (a multiple of the replica count).")
+flags.DEFINE_integer("batch_size", evaluate.BATCH_SIZE, "Global evaluation batch (a multiple of the replica count).")
 flags.DEFINE_bool("use_ema", False, "Evaluate the moving averages (training used --moving_average_decay).")
 flags.DEFINE_bool("continuous", False, "Watch --checkpoint_path (a train_dir) and evaluate each new checkpoint.")
-flags.DEFINE_float("eval_interval_secs", 60, "Seconds between looks for a new checkpoint (--continuous).")
-flags.DEFINE_float("eval_timeout_secs", 3600, "Stop after this many seconds without a new checkpoint.")
+flags.DEFINE_float("eval_interval_secs", evaluate.EVAL_INTERVAL_SECS,
+                   "Seconds between looks for a new checkpoint (--continuous).")
+flags.DEFINE_float("eval_timeout_secs", evaluate.EVAL_TIMEOUT_SECS,
+                   "Stop after this many seconds without a new checkpoint.")
 flags.DEFINE_list("final_eval_splits", [], "After the final checkpoint of the run: evaluate it and the best "
                   "checkpoint on these splits too (into eval_SPLIT/ and eval_SPLIT_best/), in this process.")
 flags.DEFINE_bool("write_predictions", True, "A final evaluation (one checkpoint; with --continuous the run's "
                   "final step; the --final_eval_splits) also writes EVAL_DIR/predictions.csv: one row per example "
                   "(file name, label, prediction, probabilities, top-5), for the report's intervals and paired tests.")
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
-flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all visible; 0: CPU, to leave GPUs to training).")
-flags.DEFINE_integer("num_cpu_replicas", 0, "Split the CPU into N logical replicas (for tests on CPU).")
+train_flags.define_device_flags(num_gpus_note=", to leave GPUs to training")
+flags.adopt_module_key_flags(train_flags)  # --help lists the dataset and device flags with the rest
 flags.mark_flag_as_required("checkpoint_path")
 flags.mark_flag_as_required("dataset_dir")
 

@@ -13,14 +13,15 @@ r"""Exports a trained classifier for use outside the framework, and checks every
 The model, its classes and its preprocessing come from the checkpoint and its run. Without --dataset_dir
 the int8 model (it needs calibration images) and the verification are skipped, with a warning.
 Exit code 1 when an artifact fails its check (the files and export_report.json are kept).
-The program: slimflowers/export.py.
+The program: slimflowers/deploy/export.py.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from slimflowers import export
+from slimflowers.deploy import export
+from slimflowers.deploy import tflite
 
 FLAGS = flags.FLAGS
 
@@ -30,8 +31,8 @@ flags.DEFINE_bool("use_ema", False, "Export the moving averages (training used -
 flags.DEFINE_string("output_dir", None, "Where the exported files go: a new or empty directory, or an earlier export "
                     "(its own files are replaced; files you added are kept).")
 flags.DEFINE_list("formats", list(export.FORMATS), f"Any of {','.join(export.FORMATS)}.")
-flags.DEFINE_list("quantize", list(export.QUANTIZATIONS), "TFLite variants, any of "
-                  f"{','.join(export.QUANTIZATIONS)} (int8: uint8 input and output, needs --dataset_dir).")
+flags.DEFINE_list("quantize", list(export.DEFAULT_QUANTIZE), "TFLite variants, any of "
+                  f"{','.join(tflite.QUANTIZATIONS)} (int8: uint8 input and output, needs --dataset_dir).")
 flags.DEFINE_string("dataset_dir", None, "The converted dataset: int8 calibration and verification images.")
 flags.DEFINE_string("calibration_split", "train", "Split whose images calibrate the int8 model.")
 flags.DEFINE_integer("num_calibration_images", 300, "Calibration images, spread evenly over --calibration_split.")

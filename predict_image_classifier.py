@@ -9,13 +9,13 @@ files, or a run directory / checkpoint. Directories are walked recursively, as t
 (directory links are not followed; each file once). Without --output, prints
 `path<TAB>top-1 label<TAB>probability` per file. A file that is not a readable image gets an error row
 and the run goes on; the exit code is non-zero only when no file could be classified.
-The program: slimflowers/predict.py.
+The program: slimflowers/deploy/predict.py.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from slimflowers import predict
+from slimflowers.deploy import predict
 
 FLAGS = flags.FLAGS
 

@@ -13,16 +13,16 @@ train_dir remembers the flags it was trained with: other training flags are refu
 
 Key flags: --train_dir, --dataset_name, --dataset_dir, --model_name, --max_number_of_steps
 (or --num_epochs), --batch_size, --optimizer, --learning_rate, --train_image_size,
---checkpoint_path (fine-tuning). Every flag, alphabetically, below (slimflowers/train_flags.py);
-the program: slimflowers/train.py.
+--checkpoint_path (fine-tuning). Every flag, alphabetically, below (slimflowers/train/flags.py);
+the program: slimflowers/train/program.py.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from slimflowers import train
-from slimflowers import train_flags
+from slimflowers.train import flags as train_flags
+from slimflowers.train import program as train
 
 train_flags.define_flags()
 flags.adopt_module_key_flags(train_flags)  # --help lists them (they are this script's flags)

@@ -35,7 +35,7 @@ def bench_one(strategy, model_name, batch, size, n):
   import numpy as np
   import tensorflow as tf
   import nets
-  from slimflowers import exact_eval
+  from slimflowers.eval import exact as exact_eval
   num_classes = FLAGS.num_classes
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, size=(n, size, size, 3)).astype(np.float32)
@@ -62,7 +62,7 @@ def bench_one(strategy, model_name, batch, size, n):
 
 def main(argv):
   del argv
-  from slimflowers import devices  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import devices  # pylint: disable=g-import-not-at-top
   strategy = devices.create_strategy(num_gpus=0, num_cpu_replicas=FLAGS.num_cpu_replicas)
   print(f"{'model':<16}{'batch':>6}{'size':>6}{'examples':>9}{'replicas':>9}{'ours img/s':>12}"
         f"{'predict img/s':>15}{'ratio':>7}")

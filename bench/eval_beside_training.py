@@ -23,10 +23,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from slimflowers import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from datasets import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slimflowers.core import run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_integer("runs", 10, "How many trainer + evaluator pairs, one after the other.")
 flags.DEFINE_string("work_dir", "/tmp/eval_beside_training", "Data and runs go here (runs are replaced).")
@@ -38,7 +41,7 @@ FLAGS = flags.FLAGS
 
 def make_data(work_dir):
   data = os.path.join(work_dir, "data")
-  if not os.path.isfile(os.path.join(data, "dataset.json")):
+  if not os.path.isfile(os.path.join(data, records.DATASET_JSON)):
     from tests import tiny_data  # pylint: disable=g-import-not-at-top
     photos = tiny_data.write_folder(os.path.join(work_dir, "photos"), num_classes=3, per_class=40, size=40)
     subprocess.run([sys.executable, os.path.join(REPO, "download_and_convert_data.py"), "--dataset_name=folder",
@@ -78,7 +81,7 @@ def one_run(i, data, work_dir):
 
 
 def _steps(eval_dir):
-  path = os.path.join(eval_dir, "results.jsonl")
+  path = run_dir.results_path(eval_dir)
   if not os.path.isfile(path):
     return []
   with open(path) as f:

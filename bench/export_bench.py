@@ -9,8 +9,8 @@ Per net (random weights: speed does not depend on them), prints images/s of
   tf.saved_model.load, in this process, same threads as predict) and its ratio to predict,
 - the SavedModel's `serving_default` on the JPEG files themselves (decoding and preprocessing
   inside the graph, as a server runs it) and its ratio to predict;
-then, per TFLite variant (slimflowers/export.py's converter; int8 calibrated on the same images),
-ms/image at batch 1 and images/s batched, on ONE thread (export.time_model, the code the export
+then, per TFLite variant (slimflowers/deploy/export.py's converter; int8 calibrated on the same images),
+ms/image at batch 1 and images/s batched, on ONE thread (verification.time_model, the code the export
 report uses). Each SavedModel/predict figure is the best of --repeats timed passes, alternating
 between the methods, after one warm-up pass each (tracing excluded). The logits of both SavedModel
 signatures are checked against predict's first, so the three measure the same computation.
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import bench_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from slimflowers import cli  # pylint: disable=g-import-not-at-top,g-bad-import-order  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-import-not-at-top,g-bad-import-order  (quiets TensorFlow)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
@@ -51,18 +51,21 @@ def bench_one(name, size):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import export  # pylint: disable=g-import-not-at-top
-  from slimflowers import preprocessing  # pylint: disable=g-import-not-at-top
+  from slimflowers.data import preprocessing  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import export  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import serving
+  from slimflowers.deploy import tflite
+  from slimflowers.deploy import verification
   spec = nets.get_spec(name)
   batch = FLAGS.batch_size
   jpegs = _photos(FLAGS.num_images, FLAGS.photo_size)
   images = np.stack([preprocessing.preprocess_eval(tf.constant(j), size, spec.preprocessing).numpy() for j in jpegs])
   model = nets.get_model(name, FLAGS.num_classes)
   model(images[:1], training=False)
-  module = export.ServingModule(model, class_names=[str(i) for i in range(FLAGS.num_classes)], image_size=size,
+  module = serving.ServingModule(model, class_names=[str(i) for i in range(FLAGS.num_classes)], image_size=size,
                                 preprocessing_name=spec.preprocessing, top_k=5)
   with tempfile.TemporaryDirectory(prefix="export_bench_") as tmp:
-    export.save_saved_model(module, os.path.join(tmp, "saved_model"))
+    serving.save_saved_model(module, os.path.join(tmp, "saved_model"))
     loaded = tf.saved_model.load(os.path.join(tmp, "saved_model"))
     preprocessed = loaded.signatures["serving_preprocessed"]
     from_bytes = loaded.signatures["serving_default"]
@@ -88,8 +91,8 @@ def bench_one(name, size):
   tflite = {}
   calibration = lambda: iter(images)
   for quantization in FLAGS.quantize:
-    lite = export.TFLiteModel(model_content=export.convert_tflite(module, quantization, calibration), num_threads=1)
-    tflite[quantization] = export.time_model(lite.logits, images, batch)
+    lite = tflite.TFLiteModel(model_content=tflite.convert_tflite(module, quantization, calibration), num_threads=1)
+    tflite[quantization] = verification.time_model(lite.logits, images, batch)
   keras.backend.clear_session()
   return rates, tflite
 

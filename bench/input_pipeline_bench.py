@@ -21,8 +21,8 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slimflowers import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slimflowers import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slimflowers.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slimflowers.data import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", "/tmp/slimflowers_bench/synthetic_flowers", "Where synthetic_flowers goes.")

@@ -13,7 +13,7 @@ the image size -- at or near the net's minimum --, the batch and the steps, and 
   - at --batch_norm_momentum=0.9 (what the demo used to set by hand),
 and evaluates each final checkpoint on the validation split twice: with the moving averages training left
 ("EMA"), and after PreciseBN over --precise_bn_batches batches (train_flags.PRECISE_BN_BATCHES, the trainer's
-default; slimflowers/precise_bn.py, with the trainer's own batches: train.precise_bn_dataset_fn) -- the
+default; slimflowers/train/precise_bn.py, with the trainer's own batches: train.precise_bn_dataset_fn) -- the
 statistics every checkpoint of a default run holds. It also times PreciseBN (a second call, traced already)
 against the training step (run_info's compile-free s/step). Momentum changes no weight (training normalizes
 with the batch's own statistics), so the two PreciseBN columns agree up to the order of floating-point sums.
@@ -36,10 +36,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from slimflowers import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order,wrong-import-position  (quiets TensorFlow)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from datasets import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string("work_dir", "/tmp/precise_bn_bench", "Data, runs and results go here.")
 flags.DEFINE_list("models", [], "Nets to run (default: every registered net with batch norm).")
@@ -64,12 +66,12 @@ def make_folders(work_dir):
   out = {"digits": ("folder", os.path.join(data, "digits")),
          "synthetic_flowers": ("synthetic_flowers", os.path.join(data, "synthetic_flowers"))}
   convert = [sys.executable, os.path.join(REPO, "download_and_convert_data.py")]
-  if not os.path.isfile(os.path.join(out["digits"][1], "dataset.json")):
+  if not os.path.isfile(os.path.join(out["digits"][1], records.DATASET_JSON)):
     source = os.path.join(data, "digits_png")
     _write_digits(source)
     subprocess.run(convert + ["--dataset_name=folder", f"--source={source}", f"--dataset_dir={out['digits'][1]}",
                               "--validation_size=0.2"], check=True)
-  if not os.path.isfile(os.path.join(out["synthetic_flowers"][1], "dataset.json")):
+  if not os.path.isfile(os.path.join(out["synthetic_flowers"][1], records.DATASET_JSON)):
     subprocess.run(convert + ["--dataset_name=synthetic_flowers", f"--dataset_dir={out['synthetic_flowers'][1]}",
                               f"--num_images={SYNTHETIC_IMAGES}", "--resize_to=96"], check=True)
   return out
@@ -89,7 +91,7 @@ def _write_digits(root):
 
 def nets_with_batch_norm():
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import precise_bn  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import precise_bn  # pylint: disable=g-import-not-at-top
   with_bn, without = [], []
   for name in nets.list_models():
     (with_bn if precise_bn.batch_norm_layers(nets.get_model(name, 10)) else without).append(name)
@@ -101,8 +103,11 @@ def run_case(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import exact_eval, input_pipeline, precise_bn  # pylint: disable=g-import-not-at-top
-  from slimflowers import train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.data import input_pipeline
+  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags
+  from slimflowers.train import precise_bn
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   strategy = tf.distribute.get_strategy()
@@ -120,7 +125,7 @@ def run_case(model_name, folder, work_dir):
     cfg = train.resolve_config(cfg)
     split = datasets.get_split(dataset_name, "train", dataset_dir)
     val = datasets.get_split(dataset_name, "validation", dataset_dir)
-    model = nets.get_model(model_name, val.num_classes, **train.model_overrides(cfg))
+    model = nets.get_model(model_name, val.num_classes, **train_flags.model_overrides(cfg))
     model(tf.zeros([1, size, size, 3]))
     evaluator = exact_eval.ExactEvaluator(
         model, input_pipeline.eval_dataset(val, batch_size=50, image_size=size,
@@ -153,8 +158,12 @@ def run_sweep(model_name, folder, work_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import exact_eval, input_pipeline, precise_bn  # pylint: disable=g-import-not-at-top
-  from slimflowers import preprocessing, train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.data import input_pipeline
+  from slimflowers.data import preprocessing  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import exact as exact_eval  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags
+  from slimflowers.train import precise_bn
+  from slimflowers.train import program as train
   dataset_name, dataset_dir = make_folders(work_dir)[folder]
   size, batch, steps = SETTINGS.get(model_name, DEFAULT_SETTING)
   train_dir = os.path.join(work_dir, "runs", f"{model_name}_{folder}_mnet")

@@ -44,14 +44,15 @@ def _data(work_dir):
 
 def _validation_accuracy(train_dir, data):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from slimflowers import evaluate  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import program as evaluate  # pylint: disable=g-import-not-at-top
   (result,) = evaluate.run(tf.distribute.get_strategy(), checkpoint_path=train_dir, dataset_name="folder",
                            dataset_dir=data, batch_size=50)
   return result["accuracy"]
 
 
 def _ours(train_dir, data, **flags_):
-  from slimflowers import train, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
   cfg = train_flags.config(train_dir=train_dir, dataset_dir=data, dataset_name="folder", model_name="cifarnet",
                            train_image_size=SIZE, batch_size=BATCH, max_number_of_steps=FLAGS.steps,
                            optimizer="adam", learning_rate=LEARNING_RATE, learning_rate_decay_type="fixed",
@@ -68,7 +69,7 @@ def _fit(data):
   import tensorflow as tf
   import datasets
   import nets
-  from slimflowers import preprocessing
+  from slimflowers.data import preprocessing
 
   def arrays(split_name):
     split = datasets.get_split("folder", split_name, data)

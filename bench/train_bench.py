@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from slimflowers.core import run_dir
+
 flags.DEFINE_list("models", ["cifarnet:64:64", "mobilenet_v1:16:224"],
                   "name:batch:image_size entries (one small and one large net by default).")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after warm-up).")
@@ -34,7 +36,9 @@ def _ours(model_name, batch, size, steps, num_classes=5):
   import orbit
   import tensorflow as tf
   import nets
-  from slimflowers import optim, train_flags, trainer as trainer_lib
+  from slimflowers.train import flags as train_flags
+  from slimflowers.train import optim
+  from slimflowers.train import trainer as trainer_lib
   cfg = train_flags.config()  # the trainer's own defaults: optimizer, weight decay, ...
   strategy = tf.distribute.MirroredStrategy(["/cpu:0"], cross_device_ops=tf.distribute.ReductionToOneDevice())
   images = tf.random.stateless_uniform([batch, size, size, 3], seed=[1, 2], minval=-1, maxval=1)
@@ -82,7 +86,7 @@ def _end_to_end(dataset_dir, model_name, batch, size, steps, *extra):
                     "--dataset_name=synthetic_flowers", f"--dataset_dir={dataset_dir}", f"--model_name={model_name}",
                     f"--train_image_size={size}", f"--batch_size={batch}", f"--max_number_of_steps={steps}",
                     "--log_every_n_steps=10", "--save_interval_secs=0", *extra], check=True, capture_output=True)
-    with open(os.path.join(d, "run_info.json")) as f:
+    with open(os.path.join(d, run_dir.RUN_INFO)) as f:
       return json.load(f)["images_per_sec"]
 
 

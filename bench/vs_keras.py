@@ -25,10 +25,10 @@ file the converter skipped is in neither side. The Keras user thus gets two fold
 of `validation_split=0.2`; everything else is the tutorial's.
 
 Our side: download_and_convert_data.py --dataset_name=folder (with --resize_to when given), then
-train_image_classifier.py with the demo's recipe (slimflowers/demo.py: mobilenet_v1_050, adam
+train_image_classifier.py with the demo's recipe (slimflowers/study/demo.py: mobilenet_v1_050, adam
 0.005 cosine to 1e-4, batch-norm momentum 0.9, a checkpoint every --save_interval_steps) and
 beside it a continuous eval_image_classifier.py (--eval_interval_secs=5): the study's very two
-commands (slimflowers/study.py). The Keras side: `keras_tutorial` below --
+commands (slimflowers/study/driver.py). The Keras side: `keras_tutorial` below --
 image_dataset_from_directory, cache/shuffle/prefetch, RandomFlip/RandomRotation/RandomZoom,
 MobileNet(alpha=0.5) behind Rescaling(1/127.5, offset=-1), Adam(1e-3), fit(epochs=ceil(steps /
 steps_per_epoch)) with validation every epoch -- run as `python bench/vs_keras.py
@@ -72,6 +72,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from slimflowers.core import run_dir
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_DIR)
@@ -273,7 +275,7 @@ def link_keras_folders(folder, data_dir, keras_data):
       os.symlink(paths[0], os.path.join(keras_data, split_name, class_folders[label], os.path.basename(paths[0])))
       n += 1
     if n != split.num_samples:
-      raise RaceError(f"{data_dir}: read {n} {split_name} records, dataset.json says {split.num_samples}.")
+      raise RaceError(f"{data_dir}: read {n} {split_name} records, {records.DATASET_JSON} says {split.num_samples}.")
     counts[split_name] = n
   return counts, class_folders
 
@@ -282,9 +284,9 @@ def link_keras_folders(folder, data_dir, keras_data):
 
 def run_ours(supervisor, race_dir, data_dir, conversion_secs):
   """train_image_classifier.py + a continuous eval_image_classifier.py beside it, the study's very commands."""
-  from slimflowers import demo  # pylint: disable=g-import-not-at-top
-  from slimflowers import run_dir  # pylint: disable=g-import-not-at-top
-  from slimflowers import study  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import run_dir  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import demo  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   mine = {"--train_image_size": FLAGS.image_size, "--max_number_of_steps": FLAGS.steps,
           "--batch_size": FLAGS.batch_size, "--seed": FLAGS.seed,
           "--save_interval_steps": FLAGS.save_interval_steps or demo.SAVE_INTERVAL_STEPS}
@@ -374,7 +376,7 @@ def ratio_lines(ours, keras, target):
 # ----------------------------------------------------------------------------- The race
 
 def race():
-  from slimflowers import children  # pylint: disable=g-import-not-at-top  (imports cli: TensorFlow stays quiet)
+  from slimflowers.study import children  # pylint: disable=g-import-not-at-top  (imports cli: TensorFlow stays quiet)
 
   if FLAGS.skip_ours and FLAGS.skip_keras:
     raise app.UsageError("--skip_ours and --skip_keras together leave nothing to race; drop one.")
@@ -405,7 +407,7 @@ def race():
   print("\n".join(lines))
   if sides and sides[0].extra.get("train_images_per_sec"):
     print(f"(ours: conversion {conversion_secs:.1f} s; trainer {sides[0].extra['train_images_per_sec']:.0f} img/s "
-          "compile- and checkpoint-free, from run_info.json)")
+          f"compile- and checkpoint-free, from {run_dir.RUN_INFO})")
   summary = {"flags": {k: FLAGS[k].value for k in ("steps", "image_size", "batch_size", "target", "validation_size",
                                                    "resize_to", "save_interval_steps", "eval_interval_secs",
                                                    "seed")},
@@ -423,8 +425,8 @@ def main(argv):
     with open(FLAGS.keras_child, encoding="utf-8") as f:
       keras_tutorial(json.load(f))
     return
-  from slimflowers import children  # pylint: disable=g-import-not-at-top
-  from slimflowers import errors  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import errors  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import children  # pylint: disable=g-import-not-at-top
   try:
     children.exit_on_interrupt(race, "race", "both sides stopped.")
   except (RaceError, errors.UserError) as e:

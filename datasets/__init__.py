@@ -28,9 +28,9 @@ from datasets import records
 from datasets import synthetic_flowers
 from datasets.dataset_utils import ConversionError  # pylint: disable=unused-import
 from datasets.records import DatasetSplit  # pylint: disable=unused-import
-from slimflowers import errors
-from slimflowers import fileio
-from slimflowers import locks
+from slimflowers.core import errors
+from slimflowers.core import fileio
+from slimflowers.core import locks
 
 _DATASETS = {m.NAME: m for m in (flowers, flowers17, flowers102, folder, synthetic_flowers)}
 # Options every dataset accepts, recorded in dataset.json because they change what is written.

@@ -9,7 +9,7 @@ What it guarantees (README "What is safe"):
   conversion of ours wrote there (listed in dataset.json, or in the pending list of a
   conversion that was killed). A directory holding another dataset, or files it cannot
   prove are its own (a `labels.txt`, shards), is refused with the fix.
-- One converter per directory (a lock, slimflowers/locks.py).
+- One converter per directory (a lock, slimflowers/core/locks.py).
 - Shards are written by a process pool into a staging directory (`DIR/.convert-tmp-*`),
   then moved into DIR, then labels.txt, and dataset.json LAST (atomically). A directory
   without a valid dataset.json is never "complete" (`get_split` refuses it), so a kill at
@@ -33,8 +33,8 @@ from absl import logging
 from datasets import dataset_utils
 from datasets import images
 from datasets import records
-from slimflowers import errors
-from slimflowers import fileio
+from slimflowers.core import errors
+from slimflowers.core import fileio
 
 STAGING_PREFIX = ".convert-tmp-"
 PENDING_FILE = ".convert-pending.json"  # the files a conversion is moving into place (ours, if it was killed)
@@ -61,7 +61,8 @@ def check_dataset_dir(dataset_dir, name, options, *, overwrite):
     if meta.get("name") != name:
       raise dataset_utils.ConversionError(
           f"{dataset_dir} already holds dataset {meta.get('name')!r}. Convert {name} into another --dataset_dir, "
-          f"or pass --overwrite to replace it (its shards, labels.txt and dataset.json are removed).")
+          f"or pass --overwrite to replace it (its shards, {records.LABELS_FILENAME} and {records.DATASET_JSON} are "
+          "removed).")
     if meta.get("options") != options:
       raise dataset_utils.ConversionError(
           f"{dataset_dir} already holds {name} converted with options {meta.get('options')}, not {options}. "
@@ -287,9 +288,8 @@ def convert_examples(name, dataset_dir, class_names, splits, *, sources, options
     fileio.rmtree(staging)
 
 
-def _convert_into(name, dataset_dir, staging, class_names, splits, sources, options, num_shards, pool, max_image_side,
-                  resize_to):
-  """convert_examples' body: shards into `staging`, then moved into `dataset_dir`, dataset.json last."""
+def _shard_tasks(name, staging, splits, num_shards, max_image_side, resize_to):
+  """One write_shard task per shard of each split, written into `staging`."""
   tasks = []
   for split, examples in splits.items():
     n_shards = _num_shards(len(examples), num_shards)
@@ -300,6 +300,30 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
                     "resize_to": resize_to,
                     "path": os.path.join(staging, records.shard_filename(name, split, i, n_shards)),
                     "examples": [(p, label, dataset_utils.record_name(p)) for p, label in chunk]})
+  return tasks
+
+
+def _move_into_place(dataset_dir, tasks, class_names, meta):
+  """Shards into place, then labels.txt, then dataset.json LAST: only now does the directory look complete.
+  The pending list says which files are ours, should this process be killed half-way."""
+  moved = [os.path.basename(t["path"]) for t in tasks] + [records.LABELS_FILENAME]
+  fileio.write_json_atomic(os.path.join(dataset_dir, PENDING_FILE), {"files": moved})
+  for task in tasks:
+    target = os.path.join(dataset_dir, os.path.basename(task["path"]))
+    if fileio.is_local(dataset_dir):
+      os.chmod(task["path"], fileio.FILE_MODE)
+      os.replace(task["path"], fileio.local_path(target))
+    else:
+      fileio.copy(task["path"], target)
+  records.write_labels(dataset_dir, class_names)
+  fileio.write_json_atomic(os.path.join(dataset_dir, records.DATASET_JSON), meta)
+  fileio.remove(os.path.join(dataset_dir, PENDING_FILE))
+
+
+def _convert_into(name, dataset_dir, staging, class_names, splits, sources, options, num_shards, pool, max_image_side,
+                  resize_to):
+  """convert_examples' body: shards into `staging`, then moved into `dataset_dir`, dataset.json last."""
+  tasks = _shard_tasks(name, staging, splits, num_shards, max_image_side, resize_to)
   total = sum(len(e) for e in splits.values())
   # Files, not images yet: a file that is not a usable image is skipped (and counted) as it is read; the
   # final line gives the images written.
@@ -355,21 +379,7 @@ def _convert_into(name, dataset_dir, staging, class_names, splits, sources, opti
       "options": options,
       "conversion_images_per_sec": round(rate, 1),
   }
-  # Move shards into place, then labels.txt, then dataset.json LAST: only now does the directory look complete.
-  # The pending list says which files are ours, should this process be killed half-way.
-  moved = [os.path.basename(t["path"]) for t in tasks] + [records.LABELS_FILENAME]
-  fileio.write_json_atomic(os.path.join(dataset_dir, PENDING_FILE), {"files": moved})
-  for task in tasks:
-    target = os.path.join(dataset_dir, os.path.basename(task["path"]))
-    if fileio.is_local(dataset_dir):
-      os.chmod(task["path"], fileio.FILE_MODE)
-      os.replace(task["path"], fileio.local_path(target))
-    else:
-      fileio.copy(task["path"], target)
-  fileio.write_text_atomic(os.path.join(dataset_dir, records.LABELS_FILENAME),
-                           "".join(f"{i}:{n}\n" for i, n in enumerate(class_names)))
-  fileio.write_json_atomic(os.path.join(dataset_dir, records.DATASET_JSON), meta)
-  fileio.remove(os.path.join(dataset_dir, PENDING_FILE))
+  _move_into_place(dataset_dir, tasks, class_names, meta)
   logging.info("Wrote %s: %s images (%d of the %d files skipped) at %.1f images/s", dataset_dir,
                ", ".join(f"{s} {m['num_samples']}" for s, m in split_meta.items()), len(skipped), total, rate)
   return meta

@@ -26,8 +26,8 @@ import urllib.request
 
 from absl import logging
 
-from slimflowers import errors
-from slimflowers import fileio
+from slimflowers.core import errors
+from slimflowers.core import fileio
 
 DOWNLOAD_TIMEOUT_SECS = 60
 

@@ -10,7 +10,7 @@ image ids; 40/20/20 per class -> 680/340/340). Facts and sources: SOURCES.md §2
 import os
 
 from datasets import dataset_utils
-from slimflowers import errors
+from slimflowers.core import errors
 
 NAME = "flowers17"
 _BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"

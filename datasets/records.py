@@ -12,8 +12,8 @@ import dataclasses
 import hashlib
 import os
 
-from slimflowers import errors
-from slimflowers import fileio
+from slimflowers.core import errors
+from slimflowers.core import fileio
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -86,6 +86,12 @@ def read_metadata(dataset_dir):
   if meta.get("format_version") != FORMAT_VERSION or "splits" not in meta:
     return None
   return meta
+
+
+def write_labels(directory, class_names):
+  """labels.txt (`id:name` per line) into `directory`: the dataset's, and the export's copy of it."""
+  fileio.write_text_atomic(os.path.join(directory, LABELS_FILENAME),
+                           "".join(f"{i}:{name}\n" for i, name in enumerate(class_names)))
 
 
 def read_labels(dataset_dir):
@@ -162,7 +168,7 @@ def shard_problems(dataset_dir, meta, *, read_records=False):
           readable = False
     if read_records and readable and count != int(info.get("num_samples", count)):
       problems.append((split, ", ".join(info.get("files", [])),
-                       f"hold {count} records, not the {info['num_samples']} dataset.json counts"))
+                       f"hold {count} records, not the {info['num_samples']} {DATASET_JSON} counts"))
   return problems
 
 

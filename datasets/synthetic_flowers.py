@@ -31,8 +31,8 @@ import numpy as np
 from datasets import conversion
 from datasets import dataset_utils
 from datasets import flowers
-from slimflowers import errors
-from slimflowers import fileio
+from slimflowers.core import errors
+from slimflowers.core import fileio
 
 NAME = "synthetic_flowers"
 FILES = ()

@@ -21,7 +21,7 @@ choice of weight-decayed variables.
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m nets` is importing this package: quiet TensorFlow before Keras loads it,
-  from slimflowers import cli  # pylint: disable=g-import-not-at-top,unused-import  as every entry script does.
+  from slimflowers.core import cli  # pylint: disable=g-import-not-at-top,unused-import  as every entry script does.
 
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-order
 from typing import Callable, Optional  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -35,8 +35,6 @@ from nets import nets_utils
 # Overrides every net may accept; which ones a net accepts is in its NetSpec.
 BATCH_NORM_OVERRIDES = ("batch_norm_momentum", "batch_norm_epsilon")
 ALL_OVERRIDES = ("dropout_rate",) + BATCH_NORM_OVERRIDES + ("aux_logits",)
-# The preprocessing_factory recipes a net may name (slimflowers/preprocessing.py).
-PREPROCESSINGS = ("inception", "vgg", "cifarnet", "lenet")
 # Variable names (last part of `variable.path`) that TF-Slim-style L2 weight decay applies to.
 _DECAYED_VARIABLE_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
@@ -54,7 +52,7 @@ class NetSpec:
   builder: Callable
   default_image_size: int
   min_image_size: int
-  preprocessing: str
+  preprocessing: str  # a recipe of slimflowers/data/preprocessing.py (RECIPES; tests/test_layout.py checks it)
   aliases: tuple = ()
   keras_application: Optional[str] = None
   overrides: tuple = ("dropout_rate",) + BATCH_NORM_OVERRIDES
@@ -69,8 +67,6 @@ def register(name, *, default_image_size, min_image_size, preprocessing, aliases
              keras_application=None, overrides=("dropout_rate",) + BATCH_NORM_OVERRIDES,
              weight_top=(("dense", "predictions", "logits"),)):
   """Decorator registering `builder` under `name`; duplicate names or aliases raise."""
-  if preprocessing not in PREPROCESSINGS:
-    raise ValueError(f"Net {name!r}: preprocessing={preprocessing!r} is not one of {PREPROCESSINGS}.")
   unknown = set(overrides) - set(ALL_OVERRIDES)
   if unknown:
     raise ValueError(f"Net {name!r}: unknown overrides {sorted(unknown)}; known: {ALL_OVERRIDES}.")

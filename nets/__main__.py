@@ -7,14 +7,14 @@ Parameters are counted on the built model at num_classes=1000 and at
 --num_classes; GFLOPs are counted from the TF graph at the default image size
 (batch 1, inference), the profiler's 2 FLOPs per multiply-add.
 """
-from slimflowers import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
+from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import keras
 
 import nets
-from slimflowers import cli
+from slimflowers.core import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_classes", 102, "Classes for the second parameter column (the study: 102).")

@@ -7,7 +7,7 @@ converter's own tests run the script).
 """
 import pytest
 
-from slimflowers import devices
+from slimflowers.core import devices
 
 devices.split_cpu(2)
 

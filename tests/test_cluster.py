@@ -18,12 +18,12 @@ import pytest
 import tensorflow as tf
 
 import datasets
-from slimflowers import compare
-from slimflowers import data_service
-from slimflowers import evaluate
-from slimflowers import fileio
-from slimflowers import predictions
-from slimflowers import run_dir
+from slimflowers.study import compare
+from slimflowers.data import service as data_service
+from slimflowers.eval import program as evaluate
+from slimflowers.core import fileio
+from slimflowers.core import run_dir
+from slimflowers.eval import predictions
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

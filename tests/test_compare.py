@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 
-from slimflowers import compare
+from slimflowers.study import compare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,7 +190,7 @@ def test_cli_prints_the_table(runs, tmp_path):
 
 
 def test_a_run_at_chance_is_marked_and_has_no_best(runs, tmp_path):
-  """The evaluator's check (slimflowers/sanity.py) travels with each result; a run at chance shows no best."""
+  """The evaluator's check (slimflowers/eval/sanity.py) travels with each result; a run at chance shows no best."""
   _, a, _ = runs
   c = str(tmp_path / "chance")
   os.makedirs(os.path.join(c, "eval_validation"))

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import checkpoints
-from slimflowers import eval_outputs
-from slimflowers import eval_watch
-from slimflowers import evaluate
-from slimflowers import exact_eval
-from slimflowers import fileio
-from slimflowers import metrics
-from slimflowers import predictions
-from slimflowers import run_dir
+from slimflowers.core import checkpoints
+from slimflowers.eval import outputs as eval_outputs
+from slimflowers.eval import watch as eval_watch
+from slimflowers.eval import program as evaluate
+from slimflowers.eval import exact as exact_eval
+from slimflowers.core import fileio
+from slimflowers.eval import metrics
+from slimflowers.eval import predictions
+from slimflowers.core import run_dir
 
 NUM_CLASSES = 5
 SPLIT = 30
@@ -394,7 +394,7 @@ def _eval_cmd(checkpoint_path, dataset_dir, *extra):
 def _save_cifarnet(train_dir, num_classes, step, *, zeros=False, train_accuracy=None):
   """A checkpoint with the trainer's object graph (random cifarnet weights; all zeros: always class 0)."""
   import nets  # pylint: disable=g-import-not-at-top
-  from slimflowers import checkpoints  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import checkpoints  # pylint: disable=g-import-not-at-top
   model = nets.get_model("cifarnet", num_classes)
   if zeros:
     model.set_weights([np.zeros_like(w) for w in model.get_weights()])
@@ -412,8 +412,8 @@ def _save_cifarnet(train_dir, num_classes, step, *, zeros=False, train_accuracy=
 def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_path):
   """The script (2 CPU replicas, batch 4, split of 9) against numpy over the whole split in this process."""
   import datasets  # pylint: disable=g-import-not-at-top
-  from slimflowers import input_pipeline  # pylint: disable=g-import-not-at-top
-  from slimflowers import metrics  # pylint: disable=g-import-not-at-top
+  from slimflowers.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import metrics  # pylint: disable=g-import-not-at-top
   split = datasets.get_split("folder", "validation", real_data)
   assert split.num_samples % 4, "the split size should not divide the batch"
   train_dir = tmp_path / "train"
@@ -635,7 +635,7 @@ def test_a_continuous_evaluator_waits_for_its_run_to_appear(tmp_path):
 
 
 def test_the_wrong_dataset_for_a_checkpoint_is_an_error_naming_both(real_data, tmp_path):
-  from slimflowers import errors  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import errors  # pylint: disable=g-import-not-at-top
   train_dir = tmp_path / "train"
   _save_cifarnet(train_dir, 5, step=1)
   fileio.write_json_atomic(str(train_dir / "run_info.json"), {

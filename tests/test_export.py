@@ -2,7 +2,7 @@
 
 One tiny cifarnet run (inception preprocessing, so JPEGs take the decode-and-crop path) is trained in
 this process and exported once by the real script. The references never go through
-slimflowers/export.py: the checkpoint is read into a fresh `nets` model with tf.train.Checkpoint,
+slimflowers/deploy/export.py: the checkpoint is read into a fresh `nets` model with tf.train.Checkpoint,
 images are preprocessed by the evaluator's functions (non-JPEG files decoded by PIL), the SavedModel
 runs in a separate Python that cannot import this project, and the TFLite files run through the
 low-level LiteRT API. Some training images are mislabelled on purpose, so the checkpoint makes
@@ -24,11 +24,14 @@ import tensorflow as tf
 
 import datasets
 import nets
-from slimflowers import compare
-from slimflowers import errors
-from slimflowers import export
-from slimflowers import preprocessing
-from slimflowers import run_dir
+from slimflowers.study import compare
+from slimflowers.core import errors
+from slimflowers.deploy import export
+from slimflowers.deploy import verification
+from slimflowers.deploy import serving
+from slimflowers.eval import model_source
+from slimflowers.data import preprocessing
+from slimflowers.core import run_dir
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,8 +74,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
   import keras  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   train_dir = str(tmp_path_factory.mktemp("run"))
   policy = keras.mixed_precision.global_policy()
   try:
@@ -211,7 +214,7 @@ def fresh(exported, test_split, other_formats, tmp_path_factory):
 
 def test_saved_model_loads_with_plain_tensorflow(fresh):
   results, _ = fresh
-  assert results["signatures"] == sorted(export.SIGNATURES)
+  assert results["signatures"] == sorted(serving.SIGNATURES)
   assert results["project_modules"] == []
 
 
@@ -367,11 +370,12 @@ def test_verification_failures_name_the_artifact():
   rows = [row("checkpoint", None, 0.0), row("saved_model", "float32", 0.0, difference=5e-5),
           row("tflite_float32", "float32", 0.0, agreement=0.998), row("tflite_float16", "float16", -1.9),
           row("tflite_int8", "int8", -2.5, agreement=0.9, difference=0.2)]
-  failures = export.verification_failures(rows, max_accuracy_drop=2.0)
+  failures = verification.verification_failures(rows, max_accuracy_drop=2.0)
   assert len(failures) == 2
   assert failures[0].startswith("tflite_float32") and "99.80 %" in failures[0] and "bug" in failures[0]
   assert failures[1].startswith("tflite_int8") and "2.50 points" in failures[1] and "--max_accuracy_drop" in failures[1]
-  assert export.verification_failures(rows[:2] + [row("x", "float32", 0.0, difference=2e-4)], 2.0)[0].startswith("x ")
+  assert verification.verification_failures(rows[:2] + [row("x", "float32", 0.0, difference=2e-4)],
+                                            2.0)[0].startswith("x ")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -395,8 +399,8 @@ def test_without_dataset_dir_int8_and_verification_are_skipped(run, tmp_path, ca
 
 def test_the_export_of_a_checkpoint_at_chance_warns_loudly(run, data, tmp_path, caplog):
   """A net that answers one class for every image (all weights zero): exported, checked, and called out."""
-  from slimflowers import checkpoints  # pylint: disable=g-import-not-at-top
-  from slimflowers import export  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import checkpoints  # pylint: disable=g-import-not-at-top
+  from slimflowers.deploy import export  # pylint: disable=g-import-not-at-top
   prefix = tf.train.latest_checkpoint(run)
   model = nets.get_model("cifarnet", 3)
   model.set_weights([np.zeros_like(w) for w in model.get_weights()])
@@ -429,14 +433,14 @@ def test_a_model_only_best_copy_under_mixed_precision_exports_as_float32(run, re
   model(tf.zeros([1, 32, 32, 3]))
   tf.train.Checkpoint(model=model).read(reference.checkpoint).expect_partial()
   tf.train.Checkpoint(global_step=tf.Variable(STEPS, dtype=tf.int64), model=model).write(str(best / f"ckpt-{STEPS}"))
-  source = export.resolve_source(str(best))
+  source = model_source.resolve_source(str(best))
   assert (source.train_dir, source.model_name, source.num_classes, source.image_size, source.preprocessing_name) == (
       str(run_copy), "cifarnet", 3, 32, "inception")
   assert source.class_names == tuple(test_split["names"])
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    built, step = export.build_model(source)
+    built, step = model_source.build_model(source)
     assert keras.mixed_precision.global_policy().name == "mixed_float16"  # restored
   finally:
     keras.mixed_precision.set_global_policy(previous)
@@ -444,7 +448,7 @@ def test_a_model_only_best_copy_under_mixed_precision_exports_as_float32(run, re
   logits = built(test_split["images"], training=False).numpy()
   np.testing.assert_allclose(logits, test_split["logits"], rtol=1e-5, atol=1e-6)
   # --use_ema reads the trainer's moving averages (a different set of weights).
-  ema_model, _ = export.build_model(export.resolve_source(run), use_ema=True)
+  ema_model, _ = model_source.build_model(model_source.resolve_source(run), use_ema=True)
   ema = tiny_data.checkpoint_weights(reference.checkpoint, ema=True)
   for v in ema_model.weights:
     np.testing.assert_array_equal(v.numpy(), ema[v.path])

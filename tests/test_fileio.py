@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from slimflowers import fileio
+from slimflowers.core import fileio
 
 
 def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from slimflowers import hparams as hparams_lib
+from slimflowers.train import hparams as hparams_lib
 
 
 def _hparams_summaries(logdir):

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import datasets
-from slimflowers import input_pipeline
-from slimflowers import preprocessing
+from slimflowers.data import input_pipeline
+from slimflowers.data import preprocessing
 
 NUM_TRAIN = 37  # not a multiple of any batch size below, so epochs end mid-batch
 NUM_VALIDATION = 11

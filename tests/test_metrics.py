@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import exact_eval
-from slimflowers import metrics
+from slimflowers.eval import exact as exact_eval
+from slimflowers.eval import metrics
 
 SPLIT_SIZE = 23  # prime: no batch size > 1 divides it
 
@@ -131,7 +131,7 @@ def test_two_replicas_match_numpy():
 
   Two logical CPU replicas in this process (tests/conftest.py splits the CPU at start-up).
   """
-  from slimflowers import devices  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import devices  # pylint: disable=g-import-not-at-top
   strategy = devices.create_strategy(num_gpus=0, num_cpu_replicas=2)
   assert strategy.num_replicas_in_sync == 2
   cases = run_cases(strategy, [(7, 4), (7, 6), (7, 46), (3, 4)])

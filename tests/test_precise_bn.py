@@ -1,10 +1,10 @@
-"""PreciseBN: batch-norm statistics re-estimated with the weights (slimflowers/precise_bn.py, the trainer's saves)."""
+"""PreciseBN: batch-norm statistics re-estimated with the weights (train/precise_bn.py, the trainer's saves)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import nets
-from slimflowers import precise_bn
+from slimflowers.train import precise_bn
 from tests import tiny_data
 
 NET, SIZE, GLOBAL_BATCH, NUM_BATCHES = "mobilenet_v1_025", 32, 8, 3
@@ -132,8 +132,8 @@ def test_a_net_without_batch_norm_is_left_alone():
 
 def _saved_and_offline(train_dir, prefix, num_classes, use_ema=False):
   """The statistics `prefix` holds, and those re-estimated offline (as the trainer does) from its weights."""
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   import datasets  # pylint: disable=g-import-not-at-top
   cfg = train.resolve_config(train_flags.parse([f"--flagfile={train_dir / 'flags.txt'}"]))
   strategy = tf.distribute.get_strategy()
@@ -168,7 +168,7 @@ def test_checkpoints_hold_statistics_of_their_own_weights_and_a_resume_ends_the_
     tiny_dataset, tmp_path, monkeypatch):
   """The trainer re-estimates before each save (the EMA model from its own weights); a run killed after its
   first checkpoint and started again ends with the statistics of an uninterrupted run."""
-  from slimflowers import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   flags = dict(model_name=NET, train_image_size=SIZE, max_number_of_steps=4, save_interval_steps=2,
                log_every_n_steps=2, precise_bn_batches=2, moving_average_decay=0.9)
   straight = tmp_path / "straight"

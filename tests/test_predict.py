@@ -2,7 +2,7 @@
 
 One tiny cifarnet run and its export (SavedModel + float32 TFLite) are made in this process. The
 expected probabilities come from the checkpoint read into a fresh `nets` model, with the evaluator's
-preprocessing (non-JPEG files decoded by PIL), never from slimflowers/predict.py or export.py.
+preprocessing (non-JPEG files decoded by PIL), never from slimflowers/deploy/predict.py or export.py.
 """
 import csv
 import io
@@ -18,10 +18,10 @@ import tensorflow as tf
 
 import datasets
 import nets
-from slimflowers import errors
-from slimflowers import export
-from slimflowers import predict
-from slimflowers import preprocessing
+from slimflowers.core import errors
+from slimflowers.deploy import export
+from slimflowers.deploy import predict
+from slimflowers.data import preprocessing
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +32,8 @@ NAMES = ["class_0", "class_1", "class_2"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   import keras  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   tmp = tmp_path_factory.mktemp("run")
   photos = tiny_data.write_folder(str(tmp / "photos"), num_classes=3, per_class=8)
   data = str(tmp / "converted")

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import eval_outputs
-from slimflowers import exact_eval
-from slimflowers import fileio
-from slimflowers import metrics
-from slimflowers import predictions
-from slimflowers import run_dir
+from slimflowers.eval import outputs as eval_outputs
+from slimflowers.eval import exact as exact_eval
+from slimflowers.core import fileio
+from slimflowers.eval import metrics
+from slimflowers.eval import predictions
+from slimflowers.core import run_dir
 from tests.test_evaluate import FakeTrainer
 from tests.test_evaluate import NUM_CLASSES
 from tests.test_evaluate import SPLIT

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 import datasets
 import nets
-from slimflowers import checkpoints
-from slimflowers import input_pipeline
-from slimflowers import preprocessing
-from slimflowers import train
+from slimflowers.core import checkpoints
+from slimflowers.data import input_pipeline
+from slimflowers.data import preprocessing
+from slimflowers.train import program as train
 from tests import tiny_data
 
 SIZE = 32
@@ -209,7 +209,7 @@ def arrows(tmp_path_factory):
 
 
 def _validation_accuracy(train_dir, dataset_dir):
-  from slimflowers import evaluate  # pylint: disable=g-import-not-at-top
+  from slimflowers.eval import program as evaluate  # pylint: disable=g-import-not-at-top
   (result,) = evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(train_dir), dataset_name="folder",
                            dataset_dir=dataset_dir, batch_size=50)
   return result["accuracy"]

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from slimflowers import compare
-from slimflowers import report_plots
+from slimflowers.study import compare
+from slimflowers.study import report_plots
 from tests.test_report_stats import _right
 from tests.test_report_stats import write_run
 

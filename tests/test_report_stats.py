@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from slimflowers import compare
-from slimflowers import predictions
-from slimflowers import run_dir
+from slimflowers.study import compare
+from slimflowers.eval import predictions
+from slimflowers.core import run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["daisy", "rose", "tulip"]

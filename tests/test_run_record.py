@@ -1,13 +1,13 @@
-"""Records never lie: what a train_dir remembers, and what a new command may do with it (slimflowers/run_record.py)."""
+"""Records never lie: what a train_dir remembers, and what a new command may do with it (train/run_record.py)."""
 import json
 import logging
 import os
 
 import pytest
 
-from slimflowers import errors
-from slimflowers import run_record
-from slimflowers import train_flags
+from slimflowers.core import errors
+from slimflowers.train import run_record
+from slimflowers.train import flags as train_flags
 from tests import tiny_data
 
 

@@ -38,13 +38,13 @@ from datasets import conversion
 from datasets import dataset_utils
 from datasets import flowers
 from datasets import records
-from slimflowers import checkpoints
-from slimflowers import errors
-from slimflowers import eval_outputs
-from slimflowers import exact_eval
-from slimflowers import fileio
-from slimflowers import locks
-from slimflowers import run_dir
+from slimflowers.core import checkpoints
+from slimflowers.core import errors
+from slimflowers.eval import outputs as eval_outputs
+from slimflowers.eval import exact as exact_eval
+from slimflowers.core import fileio
+from slimflowers.core import locks
+from slimflowers.core import run_dir
 from tests import bad_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -603,7 +603,7 @@ def test_wrong_trainer_flag_is_a_one_line_error_and_writes_nothing(trainer_error
 def test_verbosity_1_shows_the_traceback_of_an_expected_error(trainer_errors):
   proc = trainer_errors["verbose"].proc
   assert proc.returncode == 2
-  assert "Traceback (most recent call last)" in proc.stderr and "slimflowers.errors.BadValue" in proc.stderr
+  assert "Traceback (most recent call last)" in proc.stderr and "slimflowers.core.errors.BadValue" in proc.stderr
   last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
   assert last == f"{TRAIN}: error: --num_epochs=-1.0 must be > 0."
 

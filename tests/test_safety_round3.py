@@ -48,12 +48,15 @@ import tensorflow as tf
 
 import datasets
 from datasets import records
-from slimflowers import checkpoints
-from slimflowers import errors
-from slimflowers import evaluate
-from slimflowers import export
-from slimflowers import predict
-from slimflowers import run_dir
+from slimflowers.core import checkpoints
+from slimflowers.core import errors
+from slimflowers.eval import program as evaluate
+from slimflowers.deploy import export
+from slimflowers.deploy import verification
+from slimflowers.deploy import serving
+from slimflowers.deploy import export_files
+from slimflowers.deploy import predict
+from slimflowers.core import run_dir
 from tests import bad_inputs
 from tests import tiny_data
 from tests.test_safety import CONVERT
@@ -71,7 +74,7 @@ STEPS = 6  # the shared run: checkpoints at steps 2, 4 and 6
 
 
 def assert_refused(error, *needles, exit_code=2):
-  """What the entry scripts print for `error` (slimflowers/cli.py): one line holding every needle, and its code."""
+  """What the entry scripts print for `error` (slimflowers/core/cli.py): one line holding every needle, and its code."""
   assert isinstance(error, errors.UserError), f"{type(error).__name__}: {error}"
   assert error.exit_code == exit_code, (error.exit_code, str(error))
   message = str(error)
@@ -216,7 +219,7 @@ def test_export_removes_its_own_leftovers_and_keeps_anything_else(trained, tmp_p
   carried = tmp_path / "export.tmp-0123456789ab"  # killed while moving a user's file into the new export
   carried.mkdir()
   (carried / "NOTES.md").write_text("the user's\n")
-  export.write_manifest(str(carried))
+  export_files.write_manifest(str(carried))
   (carried / "mine.txt").write_text("the user's too\n")
   backup = tmp_path / "export.tmp-backup"  # a user's own directory with a look-alike name
   backup.mkdir()
@@ -262,7 +265,7 @@ def test_export_says_top_k_was_clamped(trained, tmp_path, caplog):
   assert "--top_k=10 exceeds the model's 3 classes: the top-k outputs hold 3." in caplog.text
   assert json.loads((tmp_path / "k10" / run_dir.EXPORT_JSON).read_text())["top_k"] == 3
   caplog.clear()
-  assert (export.resolve_top_k(None, 3), export.resolve_top_k(None, 102), export.resolve_top_k(2, 3)) == (3, 5, 2)
+  assert (serving.resolve_top_k(None, 3), serving.resolve_top_k(None, 102), serving.resolve_top_k(2, 3)) == (3, 5, 2)
   assert "--top_k" not in caplog.text  # not asked for: the default is 5, or the class count when fewer
 
 
@@ -629,7 +632,7 @@ def test_a_data_service_address_where_nothing_listens_is_an_error(data, tmp_path
 
 
 ENTRY_POINTS = {TRAIN: TRAIN, EVAL: EVAL, CONVERT: CONVERT, EXPORT: EXPORT, PREDICT: PREDICT,
-                "study.py": "slimflowers/study.py", "compare.py": "slimflowers/compare.py",
+                "study.py": "slimflowers/study/__main__.py", "compare.py": "slimflowers/compare.py",
                 "data_service.py": "slimflowers/data_service.py", "demo.py": "slimflowers/demo.py",
                 "nets": "nets/__main__.py"}
 
@@ -663,7 +666,7 @@ def test_a_flag_that_does_not_parse_is_one_line_and_exit_2(bad_flags, program):
 
 def test_a_bad_flag_value_and_a_missing_required_flag_are_one_line_and_exit_2(capsys, monkeypatch):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from slimflowers import cli  # pylint: disable=g-import-not-at-top
+  from slimflowers.core import cli  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(sys, "argv", ["prog.py"])
   for argv, needle in ((["prog.py", "--where=x", "--steps=many"], "flag --steps=many: invalid literal for int()"),
                        (["prog.py"], "Flag --where must have a value other than None")):
@@ -679,7 +682,7 @@ def test_a_bad_flag_value_and_a_missing_required_flag_are_one_line_and_exit_2(ca
 
 
 def test_study_runs_dir_that_is_a_file_is_one_line(data, tmp_path):
-  from slimflowers import study  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   users_file = tmp_path / "runs"
   users_file.write_text("a user's file\n")
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=data["dir"], runs_dir=str(users_file))
@@ -690,7 +693,7 @@ def test_study_runs_dir_that_is_a_file_is_one_line(data, tmp_path):
 
 
 def test_study_refusals_exit_2(tmp_path):
-  from slimflowers import study  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import driver as study  # pylint: disable=g-import-not-at-top
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path / "no_such_dataset"),
                           runs_dir=str(tmp_path / "runs"))
   for models, needle in (([], "--models is empty"), (["cifarnet", "cifarnet"], "names a model twice"),
@@ -702,8 +705,10 @@ def test_study_refusals_exit_2(tmp_path):
 
 
 def test_readme_states_the_exit_codes_the_code_uses():
-  from slimflowers import children, preemption, study  # pylint: disable=g-import-not-at-top
-  classes = [errors.UserError, errors.TrainingStopped, export.VerificationFailed, predict.NothingClassified,
+  from slimflowers.study import children  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import preemption
+  from slimflowers.study import driver as study
+  classes = [errors.UserError, errors.TrainingStopped, verification.VerificationFailed, predict.NothingClassified,
              study.StudyError, study.StudyFailed, children.ChildFailed, preemption.Preempted,
              records.CorruptedShards]
   codes = {c.exit_code for c in classes}

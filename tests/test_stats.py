@@ -1,4 +1,4 @@
-"""slimflowers/stats.py: each method against its formula, an independent implementation, or a worked example."""
+"""slimflowers/study/stats.py: each method against its formula, an independent implementation, or a worked example."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn import metrics as sk_metrics
 
-from slimflowers import stats
+from slimflowers.study import stats
 
 
 @pytest.mark.parametrize("k,n", [(239, 250), (0, 20), (20, 20), (300, 350), (1, 3)])

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from slimflowers import children
-from slimflowers import study
+from slimflowers.study import children
+from slimflowers.study import driver as study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +79,8 @@ def test_sigint_stops_trainer_and_evaluator(tmp_path):
   pids = tmp_path / "pids"
   driver = f"""
       import sys, time
-      from slimflowers import children, fileio
+      from slimflowers.study import children
+      from slimflowers.core import fileio
       supervisor = children.Supervisor()
       try:
         with children.StopOnSignals(supervisor.say):  # handlers first, then the pids file the test waits for
@@ -103,7 +104,7 @@ def test_study_owned_flags_are_refused():
 
 
 def _not_learning(run):
-  """True when every validation result of the run is at chance (slimflowers/sanity.py): it has no best/."""
+  """True when every validation result of the run is at chance (slimflowers/eval/sanity.py): it has no best/."""
   return all(r["sanity"]["at_chance"] for r in _jsonl(run / "eval_validation" / "results.jsonl"))
 
 
@@ -144,9 +145,9 @@ def test_done_work_is_skipped(tmp_path):
 
 
 def test_a_finished_run_with_other_flags_is_refused_not_skipped(tmp_path):
-  from slimflowers import run_record  # pylint: disable=g-import-not-at-top
-  from slimflowers import train  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import run_record  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   _fake_finished_run(tmp_path / "cifarnet", final=6, best=3)
   info = json.loads((tmp_path / "cifarnet" / "run_info.json").read_text())
   recorded = train_flags.config(model_name="cifarnet", dataset_name="folder", dataset_dir=str(tmp_path / "data"),
@@ -235,7 +236,7 @@ def _side_by_side_study(tmp_path, monkeypatch, child_code):
 
   monkeypatch.setattr(study, "run_model", fake_run_model)
   monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation"})
-  from slimflowers import compare  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import compare  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir, **unused: ("report", run_dirs))
   monkeypatch.setattr(compare, "print_report", lambda *unused: None)
   cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"),
@@ -275,7 +276,9 @@ def test_sigint_side_by_side_stops_every_model_and_exits_130(tmp_path):
   pids = tmp_path / "pids"
   driver = f"""
       import os, sys
-      from slimflowers import children, compare, study
+      from slimflowers.study import children
+      from slimflowers.study import compare
+      from slimflowers.study import driver as study
       def fake_run_model(cfg, model, *, has_test, supervisor):
         kid = supervisor.start(model + " train", [sys.executable, "-c", "import time; time.sleep(120)"],
                                {str(tmp_path)!r} + "/" + model + ".log")
@@ -422,7 +425,7 @@ def test_seeds_are_scheduled_like_models_and_a_resumed_study_trains_only_the_mis
     return study.run_path(cfg, model, seed_index)
   monkeypatch.setattr(study, "run_model", fake_run_model)
   monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation"})
-  from slimflowers import compare  # pylint: disable=g-import-not-at-top
+  from slimflowers.study import compare  # pylint: disable=g-import-not-at-top
   reports = []
   monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir, **kwargs: reports.append(
       (run_dirs, kwargs)) or ("report", run_dirs))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from slimflowers import errors
+from slimflowers.core import errors
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -343,7 +343,8 @@ def test_sigterm_saves_the_current_step_and_a_restart_loses_nothing(data, tmp_pa
 ])
 def test_bad_flags_are_one_line_user_errors(tmp_path, overrides, message):
   """The checks behind the script's exit-2 errors (test_safety.py runs some through the script)."""
-  from slimflowers import train as train_lib, train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train_lib  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags
   flags_ = dict(tiny_data.TRAIN_DEFAULTS, train_dir=str(tmp_path / "run"), dataset_dir=str(tmp_path / "data"),
                 max_number_of_steps=2)
   flags_.update(overrides)

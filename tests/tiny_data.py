@@ -39,12 +39,12 @@ def make_dataset(tmp_dir, *, num_classes=3, per_class=12, validation_size=0.25, 
 def train(train_dir, dataset_dir, **overrides):
   """Runs the trainer in this process (slimflowers.train.run) with tiny-test defaults; returns run_info.
 
-  Keyword arguments are training flags (slimflowers/train_flags.py). Keras' global dtype policy
+  Keyword arguments are training flags (slimflowers/train/flags.py). Keras' global dtype policy
   is restored afterwards, so one test's --precision cannot leak into the next.
   """
   import keras  # pylint: disable=g-import-not-at-top
-  from slimflowers import train as train_lib  # pylint: disable=g-import-not-at-top
-  from slimflowers import train_flags  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import program as train_lib  # pylint: disable=g-import-not-at-top
+  from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   flags = dict(TRAIN_DEFAULTS, train_dir=str(train_dir), dataset_dir=str(dataset_dir))
   flags.update(overrides)
   policy = keras.mixed_precision.global_policy()
