@@ -167,7 +167,7 @@ def read_best(eval_dir_):
     return {}
   best = fileio.read_json(path)
   try:
-    int(best["step"]), float(best["metrics"]["accuracy"])
+    int(best["step"])
   except (KeyError, TypeError, ValueError) as e:
     logging.warning("Ignoring unreadable %s (no %s); best/ will be replaced by the next evaluation.", path, e)
     return {}

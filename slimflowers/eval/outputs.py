@@ -73,6 +73,9 @@ class Outputs:
     results = run_dir.read_results(eval_dir)
     self.done_steps = {int(r["step"]) for r in results}
     self.best = (run_dir.read_best(eval_dir) or None) if keep_best else None
+    if self.best and not (isinstance(self.best.get("metrics"), dict) and "accuracy" in self.best["metrics"]):
+      logging.warning("Ignoring %s without metrics; best/ will be replaced by the next evaluation.", self.best_dir)
+      self.best = None
     if self.best:
       logging.info("Best so far: step %d, accuracy %.4f (%s)", self.best["step"], self.best["metrics"]["accuracy"],
                    self.best_dir)
