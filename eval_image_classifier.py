@@ -9,8 +9,9 @@ r"""Evaluates checkpoints exactly, once or continuously beside a running trainer
 Without --continuous it evaluates one checkpoint (a prefix, or the latest in a
 directory). Results go to --eval_dir (default TRAIN_DIR/eval_SPLIT): TensorBoard
 summaries at the checkpoint's step, results.jsonl, and best/ (a copy of the best
-checkpoint by accuracy). Model, image size and preprocessing default to the run's.
-See slimflowers/eval/program.py.
+checkpoint by accuracy); a final evaluation (this one checkpoint, the run's final step with
+--continuous, the --final_eval_splits) also writes predictions.csv, one row per example. Model, image size and
+preprocessing default to the run's. See slimflowers/eval/program.py.
 """
 from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow before it loads)
 
@@ -52,6 +53,9 @@ flags.DEFINE_enum("tta", "none", ["none", "flip", "crops"], "Test-time augmentat
 flags.DEFINE_integer("keep_top_n", 0, "Keep copies of the N best checkpoints by accuracy in EVAL_DIR/top/ (the "
                      "trainer rotates its own away), for python -m slimflowers.averaging. 0: best/ only.",
                      lower_bound=0)
+flags.DEFINE_bool("write_predictions", True, "A final evaluation (one checkpoint; with --continuous the run's "
+                  "final step; the --final_eval_splits) also writes EVAL_DIR/predictions.csv: one row per example "
+                  "(file name, label, prediction, probabilities, top-5), for the report's intervals and paired tests.")
 flags.DEFINE_integer("print_predictions", 0, "Print true and predicted labels of the first N examples.")
 train_flags.define_device_flags(num_gpus_note=", to leave GPUs to training")
 flags.adopt_module_key_flags(train_flags)  # --help lists the dataset and device flags with the rest
@@ -74,7 +78,7 @@ def main(argv):
       eval_interval_secs=FLAGS.eval_interval_secs, eval_timeout_secs=FLAGS.eval_timeout_secs,
       print_predictions=FLAGS.print_predictions, final_eval_splits=FLAGS.final_eval_splits,
       early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta,
-      tta=FLAGS.tta, keep_top_n=FLAGS.keep_top_n)
+      tta=FLAGS.tta, keep_top_n=FLAGS.keep_top_n, write_predictions=FLAGS.write_predictions)
 
 
 if __name__ == "__main__":

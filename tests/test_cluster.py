@@ -23,6 +23,7 @@ from slimflowers.data import service as data_service
 from slimflowers.eval import program as evaluate
 from slimflowers.core import fileio
 from slimflowers.core import run_dir
+from slimflowers.eval import predictions
 from tests import tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +55,9 @@ def test_the_whole_cycle_on_tensorflows_in_memory_filesystem(tmp_path):
   assert [r["step"] for r in results] == [4] and results[0]["num_examples"] == 6
   val_dir = run_dir.eval_dir(train_dir, "validation")
   assert run_dir.evaluated_steps(val_dir) == {4}
+  # The final step's predictions.csv, on ram:// too, named by its results row.
+  assert predictions.checked_path(val_dir, results[0]) == f"{val_dir}/predictions.csv"
+  assert len(predictions.read(f"{val_dir}/predictions.csv")["label"]) == 6
   at_chance = results[0]["sanity"]["at_chance"]  # (4 steps, 6 images: it usually is) then no best/
   if not at_chance:
     assert run_dir.read_best(val_dir)["step"] == 4

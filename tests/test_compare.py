@@ -1,10 +1,12 @@
 """slimflowers.compare on hand-made runs with known values gives the exact table."""
+import csv
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from scipy import stats as scipy_stats
 import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
@@ -109,11 +111,27 @@ def test_exact_table(runs, tmp_path):
   out = str(tmp_path / "report")
   report = compare.write_report([a, b], out)
   with open(os.path.join(out, "results.csv")) as f:
-    assert f.read() == EXPECTED_CSV
+    table = list(csv.reader(f))
+  width = len(EXPECTED_CSV.splitlines()[0].split(","))
+  assert "\n".join(",".join(r[:width]) for r in table) + "\n" == EXPECTED_CSV
+  # Every accuracy column gets its Wilson interval (scipy's, over the 32 images of its results row).
+  header, rows = table[0], [dict(zip(table[0], r)) for r in table[1:]]
+  assert header[width:] == [f"{k}_ci_{e}" for k in ("best_val_accuracy", "final_val_accuracy", "test_top1",
+                                                     "test_top5", "best_ckpt_test_top1", "best_ckpt_test_top5")
+                            for e in ("low", "high")]
+  for row in rows:
+    for key in header[width::2]:
+      column = key[:-len("_ci_low")]
+      if row[column] == "" or row["run"] == "mobilenet_v1_025":  # (its validation: events, no image count)
+        assert row[key] == row[column + "_ci_high"] == "", key
+        continue
+      interval = scipy_stats.binomtest(round(float(row[column]) * 32), 32).proportion_ci(method="wilson")
+      assert (row[key], row[column + "_ci_high"]) == (f"{interval.low:.4f}", f"{interval.high:.4f}"), key
   lines = [" ".join(line.split()) for line in report.markdown_table.splitlines()]
   assert len(lines) == 4
-  assert lines[2] == ("| cifarnet | cifarnet | synthetic_flowers | 64 | 1,756,426 | 0.0123 | 300 | 87.50 | 200 | "
-                      "87.50 | 81.25 | 93.75 | 84.00 | 100.00 | 80.00 | 78.00 | 512.2 | 0.062 | 57,600 | 1:02:03 |")
+  assert lines[2] == ("| cifarnet | cifarnet | synthetic_flowers | 64 | 1,756,426 | 0.0123 | 300 | "
+                      "87.50 [71.9, 95.0] | 200 | 87.50 [71.9, 95.0] | 81.25 [64.7, 91.1] | 93.75 [79.9, 98.3] | 84.00 [68.2, 93.1] | "
+                      "100.00 [89.3, 100.0] | 80.00 | 78.00 | 512.2 | 0.062 | 57,600 | 1:02:03 |")
   assert lines[3] == ("| mobilenet_v1_025 | mobilenet_v1_025 | synthetic_flowers | 96 | n/a | n/a | 30 | 50.00 | 30 | "
                       "50.00 | n/a | n/a | n/a | n/a | 43.75 | n/a | 200.0 | 0.250 | 14,400 | 0:10:00 |")
   with open(os.path.join(out, "results.md")) as f:
@@ -160,8 +178,12 @@ def test_cli_prints_the_table(runs, tmp_path):
   assert result.returncode == 0, result.stderr
   assert "| cifarnet | cifarnet | synthetic_flowers | 64 |" in " ".join(result.stdout.split())
   assert os.path.join(out, "accuracy_vs_params.png") in result.stdout
+  library = compare.write_report([a, b], str(tmp_path / "library_report"))
+  for name in ("results.csv", "pairwise.csv"):
+    with open(os.path.join(out, name)) as f, open(library.paths[name]) as g:
+      assert f.read() == g.read(), name
   with open(os.path.join(out, "results.csv")) as f:
-    assert f.read() == EXPECTED_CSV
+    assert f.read().startswith(EXPECTED_CSV.splitlines()[0] + ",best_val_accuracy_ci_low,")
 
 
 def test_a_run_at_chance_is_marked_and_has_no_best(runs, tmp_path):

@@ -26,6 +26,7 @@ from slimflowers.eval import program as evaluate
 from slimflowers.eval import exact as exact_eval
 from slimflowers.core import fileio
 from slimflowers.eval import metrics
+from slimflowers.eval import predictions
 from slimflowers.core import run_dir
 from tests import tiny_data
 
@@ -430,13 +431,21 @@ def test_eval_script_two_replicas_matches_numpy_on_real_pipeline(real_data, tmp_
     assert result[key] == pytest.approx(reference[key], abs=1e-12), key
   assert result["loss"] == pytest.approx(reference["loss"], rel=1e-4)
   assert "eval validation step 3: accuracy=" in proc.stdout
-  predictions = [line for line in proc.stdout.splitlines() if " pred=" in line]
-  assert len(predictions) == 3 and all("true=" in line and "(p=" in line for line in predictions)
+  printed = [line for line in proc.stdout.splitlines() if " pred=" in line]
+  assert len(printed) == 3 and all("true=" in line and "(p=" in line for line in printed)
   first_files = [datasets.records.parse_example(r)["image/filename"].numpy().decode()
                  for r in tf.data.TFRecordDataset(split.filenames).take(3)]
-  assert [line.split()[0] for line in predictions] == first_files
+  assert [line.split()[0] for line in printed] == first_files
   names = set(split.labels_to_names.values())
-  assert all(line.split("true=")[1].split()[0] in names for line in predictions)
+  assert all(line.split("true=")[1].split()[0] in names for line in printed)
+  # A one-shot evaluation writes predictions.csv: every example once, in record order, as numpy predicts.
+  written = run_dir.eval_dir(str(train_dir), "validation")
+  assert predictions.checked_path(written, result) == os.path.join(written, "predictions.csv")
+  got = predictions.read(os.path.join(written, "predictions.csv"))
+  assert got["filename"] == [datasets.records.parse_example(r)["image/filename"].numpy().decode()
+                             for r in tf.data.TFRecordDataset(split.filenames)]
+  np.testing.assert_array_equal(got["prediction"], np.concatenate(logits).argmax(axis=1))
+  np.testing.assert_array_equal(got["label"], np.concatenate(labels))
   # An untrained net: at chance on this split, so no best/ (a chance-level checkpoint is never "best").
   assert result["sanity"]["at_chance"] == (not os.path.exists(train_dir / "eval_validation" / "best" / "best.json"))
   assert not os.path.exists(train_dir / "flags.txt")
@@ -591,6 +600,15 @@ def test_final_splits_wait_for_a_trainer_that_says_finished_after_its_final_chec
   best = run_dir.read_best(eval_dir).get("step")
   if best is not None:  # no best/ when every checkpoint was at chance
     assert [r["step"] for r in run_dir.read_results(str(copy / "eval_test_best"))] == [best]
+  # predictions.csv from every final evaluation: the run's final step on validation, final and best on test
+  # (the best one copied when it is the final checkpoint), each the file its results row names.
+  for sub in ["eval_validation", "eval_test"] + (["eval_test_best"] if best is not None else []):
+    row = run_dir.read_results(str(copy / sub))[-1]
+    assert predictions.checked_path(str(copy / sub), row), sub
+    rows = predictions.read(str(copy / sub / "predictions.csv"))
+    assert row["predictions"]["rows"] == row["num_examples"] == len(rows["label"]), sub
+  (first,) = [r for r in run_dir.read_results(eval_dir) if r["step"] == 2] or [{}]
+  assert "predictions" not in first  # not the final step: no file
 
 
 def test_final_splits_never_silently_do_nothing(finished_run, tmp_path, caplog):
@@ -605,6 +623,7 @@ def test_final_splits_never_silently_do_nothing(finished_run, tmp_path, caplog):
   assert any("--final_eval_splits=test not evaluated: the run in" in m and "has not finished (its newest checkpoint "
              f"is step {FINAL} of {2 * FINAL} steps)" in m for m in lines), lines
   assert not (copy / "eval_test").exists()
+  assert not (copy / "eval_validation" / "predictions.csv").exists()  # step 4 of 8: not a final evaluation
   caplog.clear()
   with caplog.at_level("WARNING"):
     evaluate.run(tf.distribute.get_strategy(), checkpoint_path=str(copy), dataset_name="folder", dataset_dir=data,

@@ -456,3 +456,83 @@ def test_study_end_to_end(tiny_dataset_with_test, tmp_path):
   cfg.max_number_of_steps = 8
   with pytest.raises(FileNotFoundError, match="/nonexistent/python"):
     study.run_model(cfg, MODELS[0], has_test=True, supervisor=children.Supervisor(out))
+
+
+def test_seeds_get_their_own_run_directories_and_trainer_seeds(tmp_path):
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir="/d", runs_dir=str(tmp_path), seeds=3)
+  assert study.train_command(cfg, "cifarnet") == study.train_command(
+      study.StudyConfig(dataset_name="folder", dataset_dir="/d", runs_dir=str(tmp_path)), "cifarnet")  # as before
+  first, second = study.train_command(cfg, "cifarnet"), study.train_command(cfg, "cifarnet", 2)
+  assert f"--train_dir={tmp_path / 'cifarnet'}" in first and not any(a.startswith("--seed") for a in first)
+  assert f"--train_dir={tmp_path / 'cifarnet-seed2'}" in second and second[-1] == "--seed=2"
+  assert f"--checkpoint_path={tmp_path / 'cifarnet-seed2'}" in study.eval_command(cfg, "cifarnet", seed_index=2)
+  assert "--model_name=cifarnet" in study.eval_command(cfg, "cifarnet", seed_index=2)
+  cfg.train_flags = ["--seed=5"]  # seeds count from the user's --seed (absl: the last --seed wins)
+  assert study.run_name(cfg, "cifarnet", 1) == "cifarnet-seed6"
+  assert study.train_command(cfg, "cifarnet", 1)[-2:] == ["--seed=5", "--seed=6"]
+
+
+def test_seeds_are_scheduled_like_models_and_a_resumed_study_trains_only_the_missing_ones(tmp_path, monkeypatch):
+  started = []
+
+  def fake_run_model(cfg, model, *, has_test, supervisor, seed_index=0):
+    del has_test, supervisor
+    started.append(study.run_name(cfg, model, seed_index))
+    return study.run_path(cfg, model, seed_index)
+  monkeypatch.setattr(study, "run_model", fake_run_model)
+  monkeypatch.setattr(study, "dataset_splits", lambda *unused: {"train", "validation"})
+  from slimflowers.study import compare  # pylint: disable=g-import-not-at-top
+  reports = []
+  monkeypatch.setattr(compare, "write_report", lambda run_dirs, unused_dir, **kwargs: reports.append(
+      (run_dirs, kwargs)) or ("report", run_dirs))
+  monkeypatch.setattr(compare, "print_report", lambda *unused: None)
+  runs = tmp_path / "runs"
+  _fake_finished_run(runs / "cifarnet", final=6, best=3)  # a one-seed study's run: the first seed, done
+  cfg = study.StudyConfig(dataset_name="folder", dataset_dir=str(tmp_path), runs_dir=str(runs), seeds=2,
+                          parallel_models=2)
+  study.run_study(cfg, ["cifarnet", "alexnet"], supervisor=children.Supervisor(io.StringIO()))
+  assert sorted(started) == ["alexnet", "alexnet-seed1", "cifarnet", "cifarnet-seed1"]
+  run_dirs, kwargs = reports[-1]
+  assert run_dirs == [str(runs / n) for n in ("cifarnet", "alexnet", "cifarnet-seed1", "alexnet-seed1")]
+  assert kwargs["trained"] == [str(runs / n) for n in ("alexnet", "cifarnet-seed1", "alexnet-seed1")]
+  assert any("cifarnet-seed1: training" == what and "--seed=1" in cmd for what, cmd in kwargs["commands"])
+
+
+@pytest.mark.slow
+def test_study_with_two_seeds_writes_intervals_pairs_per_class_and_the_page(tmp_path):
+  """Issue 22's "done when": --seeds=2 of two small nets, side by side; every file of the report, from the files the
+  evaluators wrote."""
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  data = tiny_data.make_dataset(tmp_path / "data", num_classes=3, per_class=12, validation_size=0.25,
+                                test_size=0.25, size=32)
+  runs = tmp_path / "runs"
+  cmd = [sys.executable, "-m", "slimflowers.study", "--dataset_name=folder", f"--dataset_dir={data}",
+         f"--models={','.join(MODELS)}", f"--runs_dir={runs}", "--eval_batch_size=8", "--eval_interval_secs=1",
+         "--seeds=2", "--parallel_models=2", "--train_image_size=32", "--batch_size=8", "--max_number_of_steps=4",
+         "--save_interval_steps=2", "--save_interval_secs=0", "--log_every_n_steps=2", "--optimizer=momentum",
+         "--learning_rate=0.05", "--precise_bn_batches=2"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+  names = [m + suffix for suffix in ("", "-seed1") for m in MODELS]
+  for name in names:
+    info = json.loads((runs / name / "run_info.json").read_text())
+    assert info["finished"] and info["train_flags"]["seed"] == ("1" if name.endswith("seed1") else "0")
+    test = _jsonl(runs / name / "eval_test" / "results.jsonl")[-1]
+    assert test["predictions"]["rows"] == 9 and (runs / name / "eval_test" / "predictions.csv").is_file()
+  report = runs / "report"
+  with open(report / "results.csv") as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert set(rows) == set(names)
+  for name in names:
+    row = rows[name]
+    assert float(row["test_top1_ci_low"]) <= float(row["test_top1"]) <= float(row["test_top1_ci_high"])
+    assert row["seeds"] == "2" and row["group"] == name.replace("-seed1", "")
+    assert float(row["test_top1_min"]) <= float(row["test_top1_mean"]) <= float(row["test_top1_max"])
+    assert (report / "per_class" / f"{name}.csv").is_file()
+  with open(report / "pairwise.csv") as f:
+    pairs = [r for r in csv.DictReader(f) if r["split"] == "test"]
+  assert [(r["model_a"], r["model_b"], r["seed"]) for r in pairs] == [(*MODELS, "0"), (*MODELS, "1"),
+                                                                      (*MODELS, "mean")]
+  for name in ("report.html", "frontier.png", "val_accuracy.png", "loss.png"):
+    assert (report / name).stat().st_size > 0, name
+  assert "Ranking on the test split" in proc.stdout and str(report / "report.html") in proc.stdout

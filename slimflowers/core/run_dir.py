@@ -7,7 +7,8 @@
     TRAIN_DIR/
       run_info.json, flags.txt, .lock, ckpt-STEP.*, checkpoint   the trainer
       train/                                                     the trainer's summaries
-      eval_<split>/results.jsonl, events, best/{best.json, ...}  an evaluator (one per split)
+      eval_<split>/results.jsonl, events, best/{best.json, ...}  an evaluator (one per split); predictions.csv: its
+                                                                 final evaluation, one row per example
       eval_test_best/                                            the best-by-validation checkpoint on the test split
       train.log, eval.log                                        the study's per-child logs
     RUNS_DIR/report/                                             python -m slimflowers.compare (REPORT_FILES)
@@ -15,6 +16,7 @@
       export_manifest.json
                                                                (the study's: TRAIN_DIR/export/)
 """
+import logging as py_logging
 import math
 import os
 
@@ -30,7 +32,7 @@ BEST_SUBDIR = "best"
 BEST_FILE = "best.json"
 REPORT_SUBDIR = "report"
 REPORT_FILES = ("results.md", "results.csv", "loss.png", "val_accuracy.png", "steps_per_hour.png",
-                "accuracy_vs_params.png")
+                "accuracy_vs_params.png", "frontier.png", "pairwise.csv", "report.html")
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
 EXPORT_SUBDIR = "export"          # the study's export of a run's best checkpoint: TRAIN_DIR/export/
@@ -178,6 +180,43 @@ def read_best(eval_dir_):
 
 def has_events(directory):
   return bool(fileio.glob(os.path.join(directory, _EVENTS_GLOB)))
+
+
+def read_scalars(directory):
+  """{tag: [(step, value)]} of every scalar in `directory`'s event files, plus (first, last) wall time.
+
+  Reads TF2 tensor scalars (`tf.summary.scalar`) and legacy `simple_value`
+  scalars. A step written twice (a resumed run re-logs the steps after its last
+  checkpoint) keeps the value written last.
+  """
+  if not has_events(directory):
+    return {}, None
+  py_logging.getLogger("tensorboard").setLevel(py_logging.WARNING)  # its per-file INFO lines drown the table
+  # Imported here: TensorBoard's reader pulls in TensorFlow, which `--help` and errors do not need.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(directory, size_guidance={"tensors": 0, "scalars": 0})
+  acc.Reload()
+  tags = acc.Tags()
+  series, walls = {}, []
+  for tag in tags.get("tensors", []):
+    if acc.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+      continue
+    values = {}
+    for event in acc.Tensors(tag):
+      array = tensor_util.make_ndarray(event.tensor_proto)
+      if array.size != 1:
+        continue
+      values[int(event.step)] = float(array.reshape(()))
+      walls.append(event.wall_time)
+    series[tag] = values
+  for tag in tags.get("scalars", []):
+    values = series.setdefault(tag, {})
+    for event in acc.Scalars(tag):
+      values[int(event.step)] = float(event.value)
+      walls.append(event.wall_time)
+  scalars = {tag: sorted(values.items()) for tag, values in series.items() if values}
+  return scalars, ((min(walls), max(walls)) if walls else None)
 
 
 def is_run(path):

@@ -155,19 +155,23 @@ class ExactEvaluator:
     return result
 
 
-def evaluate_checkpoint(prefix, evaluator, *, split_name, use_ema=False, outputs=None):
+def evaluate_checkpoint(prefix, evaluator, *, split_name, use_ema=False, outputs=None, per_example=None):
   """Restores `prefix` into evaluator.model, evaluates, and (with `outputs`) records the result.
 
+  With `per_example` (a predictions.PerExample), the same pass keeps every example's prediction and, with
+  `outputs`, writes predictions.csv into its eval_dir before the results.jsonl row that names it.
   Returns (result dict with RESULT_KEYS and extras, confusion matrix). Raises
   CheckpointUnreadable when the checkpoint vanished or is half-written.
   """
   step = restore(evaluator.model, prefix, use_ema=use_ema)
-  full = evaluator.evaluate()
+  full = per_example.evaluate(evaluator) if per_example is not None else evaluator.evaluate()
   confusion = full.pop("confusion_matrix")
   result = {"step": step, "checkpoint": prefix, "split": split_name, "wall_time": time.time(),
             "use_ema": bool(use_ema), "tta": evaluator.tta, "tta_views": tta_lib.VIEWS[evaluator.tta]}
   result.update(full)
   result["sanity"] = sanity.assess(confusion, read_train_accuracy(prefix))
+  if outputs is not None and per_example is not None:
+    result["predictions"] = per_example.write(outputs.eval_dir)
   if outputs is not None:
     outputs.record(result, confusion, model=evaluator.model, use_ema=use_ema)
   return result, confusion

@@ -30,6 +30,7 @@ from slimflowers.data import input_pipeline
 from slimflowers.eval import exact as exact_eval
 from slimflowers.eval import model_source
 from slimflowers.eval import outputs as eval_outputs
+from slimflowers.eval import predictions
 from slimflowers.eval import sanity
 from slimflowers.eval import tta as tta_lib
 from slimflowers.eval import watch as eval_watch
@@ -83,6 +84,13 @@ class _SplitEvaluation:
     self.evaluator = exact_eval.ExactEvaluator(model, self.dataset, strategy, num_classes=self.split.num_classes,
                                                global_batch_size=batch_size,
                                                expected_examples=self.split.num_samples, tta=tta)
+    self._per_example = None
+
+  def per_example(self, wanted=True):
+    """The predictions.csv pass (file names and labels read from the records once), or None when not `wanted`."""
+    if wanted and self._per_example is None:
+      self._per_example = predictions.PerExample.for_split(self.split)
+    return self._per_example if wanted else None
 
 
 def run(strategy, **flags):
@@ -95,15 +103,13 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
         eval_dir=None, preprocessing_name=None, eval_image_size=None, batch_size=BATCH_SIZE, use_ema=False,
         continuous=False, eval_interval_secs=EVAL_INTERVAL_SECS, eval_timeout_secs=EVAL_TIMEOUT_SECS,
         print_predictions=0, final_eval_splits=(), early_stopping_patience=0, early_stopping_min_delta=0.0,
-        tta=tta_lib.NONE, keep_top_n=0):
-  """Evaluates as the flags say; returns the list of result dicts recorded (all splits)."""
+        tta=tta_lib.NONE, keep_top_n=0, write_predictions=True):
+  """Evaluates as the flags say; returns the result dicts recorded (all splits). Final evaluations write
+  predictions.csv when `write_predictions` (one checkpoint, a run's final step, the final splits)."""
   tta = _check_options(batch_size, tta, early_stopping_patience, continuous)
   # ---------------- Where to look and where to write ----------------
   train_dir, eval_dir, prefix = _resolve_paths(checkpoint_path, eval_dir, dataset_split_name, continuous, tta)
-  if dataset_split_name in final_eval_splits:
-    logging.warning("--final_eval_splits=%s: %s is the split this evaluator evaluates already (--dataset_split_name); "
-                    "it is not evaluated twice.", ",".join(final_eval_splits), dataset_split_name)
-  final_eval_splits = [s for s in final_eval_splits if s != dataset_split_name]
+  final_eval_splits = _other_final_splits(final_eval_splits, dataset_split_name)
   poll = min(eval_interval_secs, WAIT_POLL_SECS)
   if continuous:  # started beside its trainer, perhaps first: the run's record says what to build
     eval_watch.wait_for_run(train_dir, timeout_secs=eval_timeout_secs, interval_secs=poll)
@@ -140,8 +146,9 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                                       min_delta=early_stopping_min_delta, keep_top_n=keep_top_n)
     try:
       def evaluate_fn(path):
-        result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name,
-                                                   use_ema=use_ema, outputs=outputs)
+        wanted = write_predictions and (not continuous or _at_final_step(train_dir, path))
+        result, _ = exact_eval.evaluate_checkpoint(path, main.evaluator, split_name=dataset_split_name, use_ema=use_ema,
+                                                   outputs=outputs, per_example=main.per_example(wanted))
         recorded.append(result)
         warn_if_suspect(result)
         after_result(result)
@@ -167,8 +174,17 @@ def _run(strategy, *, checkpoint_path, dataset_name, dataset_dir, model_name=Non
                           eval_timeout_secs=eval_timeout_secs, poll_secs=poll)
     if final is not None:
       for name in final_eval_splits:
-        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, eval_dir, use_ema, tta)
+        recorded += _evaluate_final(train_dir, name, split_evaluation(name), final, eval_dir, use_ema, tta,
+                                    write_predictions)
   return recorded
+
+
+def _other_final_splits(final_eval_splits, dataset_split_name):
+  """--final_eval_splits without the split this evaluator evaluates already (said once)."""
+  if dataset_split_name in final_eval_splits:
+    logging.warning("--final_eval_splits=%s: %s is the split this evaluator evaluates already (--dataset_split_name); "
+                    "it is not evaluated twice.", ",".join(final_eval_splits), dataset_split_name)
+  return [s for s in final_eval_splits if s != dataset_split_name]
 
 
 def _check_options(batch_size, tta, early_stopping_patience, continuous):
@@ -247,6 +263,11 @@ def _class_names(split):
   return [split.labels_to_names[i] for i in range(split.num_classes)]
 
 
+def _at_final_step(train_dir, prefix):
+  """True when `prefix` is the last checkpoint the run will write (run_info.json; eval_watch.is_final_step)."""
+  return eval_watch.is_final_step(checkpoints.read_global_step(prefix), run_dir.read_run_info(train_dir))
+
+
 def _is_final(train_dir, prefix):
   info = run_dir.read_run_info(train_dir)
   return bool(info.get("finished")) and checkpoints.read_global_step(prefix) == info.get("final_step")
@@ -270,7 +291,8 @@ def _final_checkpoint(train_dir, what, *, wait_secs=0, poll_secs=WAIT_POLL_SECS)
   return listed[final]
 
 
-def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, use_ema, tta=tta_lib.NONE):
+def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, use_ema, tta=tta_lib.NONE,
+                    write_predictions=True):
   """The final checkpoint -> eval_<split>/, the best one (eval_dir's best/) -> eval_<split>_best/; skips what is
   done.
 
@@ -295,6 +317,11 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, u
       same = [r for r in run_dir.read_results(final_dir) if int(r["step"]) == step] if out_dir != final_dir else []
       if same:
         row = dict(same[-1], checkpoint=prefix, copied_from=run_dir.results_path(final_dir))
+        source = predictions.checked_path(final_dir, same[-1])
+        if source is not None:  # the same predictions, beside the result they belong to
+          fileio.write_bytes_atomic(os.path.join(out_dir, predictions.FILE), fileio.read_bytes(source))
+        else:
+          row.pop("predictions", None)
         fileio.append_line(run_dir.results_path(out_dir), json.dumps(row, sort_keys=True))
         logging.info("The best checkpoint is the final one (step %d): its %s result is reused -> %s", step,
                      split_name, out_dir)
@@ -303,7 +330,8 @@ def _evaluate_final(train_dir, split_name, evaluation, final_prefix, eval_dir, u
       outputs = eval_outputs.Outputs(out_dir, keep_best=False, class_names=_class_names(evaluation.split))
       try:
         result, _ = exact_eval.evaluate_checkpoint(prefix, evaluation.evaluator, split_name=split_name,
-                                                   use_ema=use_ema, outputs=outputs)
+                                                   use_ema=use_ema, outputs=outputs,
+                                                   per_example=evaluation.per_example(write_predictions))
       finally:
         outputs.close()
       recorded.append(result)

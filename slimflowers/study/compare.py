@@ -1,4 +1,4 @@
-"""Compares training runs: one table (Markdown, CSV, console) and four PNG plots (plots.py).
+"""Compares training runs: one table (Markdown, CSV, console), the statistics behind it, plots, one HTML page.
 
     python -m slimflowers.compare runs/demo/cifarnet runs/demo/mobilenet_v1_025 --output=runs/demo/report
     python -m slimflowers.compare runs/demo          # a directory of runs: every run inside it
@@ -9,7 +9,10 @@ final and of the best-by-validation checkpoint, mean per-class accuracy, trainin
 images/s, s/step, steps/hour, wall time) and writes into the output directory
 (default: `report/` beside the runs when they share a parent directory):
 `results.md`, `results.csv`, `loss.png`, `val_accuracy.png`, `steps_per_hour.png`,
-`accuracy_vs_params.png`.
+`accuracy_vs_params.png` (plots.py), `frontier.png`, `pairwise.csv`, `per_class/<run>.csv` and `report.html` (one
+self-contained page). The statistics (95 % intervals on every accuracy, seed groups, paired comparisons of runs
+that share a split, the ranking with ties, per-class tables) come from the evaluators' results.jsonl and
+predictions.csv files: report_stats.py, report_plots.py, report_html.py.
 
 Any run works, not only the study's: a run is a trainer's `--train_dir`
 (`run_info.json`, `flags.txt`, `train/` events). What each column reads, first
@@ -36,7 +39,6 @@ from slimflowers.core import cli  # pylint: disable=g-bad-import-order  (first: 
 import csv  # pylint: disable=g-import-not-at-top,wrong-import-order
 import dataclasses
 import io
-import logging as py_logging
 import os
 import statistics
 import sys
@@ -49,7 +51,9 @@ from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.core import run_dir
 from slimflowers.eval import sanity
-from slimflowers.study import plots
+from slimflowers.study import report_html
+from slimflowers.study import report_plots
+from slimflowers.study import report_stats
 
 REPORT_FILES = run_dir.REPORT_FILES
 
@@ -111,45 +115,8 @@ def resolve_run_dirs(paths):
   return runs
 
 
-def read_scalars(directory):
-  """{tag: [(step, value)]} of every scalar in `directory`'s event files, plus (first, last) wall time.
-
-  Reads TF2 tensor scalars (`tf.summary.scalar`) and legacy `simple_value`
-  scalars. A step written twice (a resumed run re-logs the steps after its last
-  checkpoint) keeps the value written last.
-  """
-  if not run_dir.has_events(directory):
-    return {}, None
-  py_logging.getLogger("tensorboard").setLevel(py_logging.WARNING)  # its per-file INFO lines drown the table
-  # Imported here: TensorBoard's reader pulls in TensorFlow, which `--help` and errors do not need.
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
-  acc = event_accumulator.EventAccumulator(directory, size_guidance={"tensors": 0, "scalars": 0})
-  acc.Reload()
-  tags = acc.Tags()
-  series, walls = {}, []
-  for tag in tags.get("tensors", []):
-    if acc.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
-      continue
-    values = {}
-    for event in acc.Tensors(tag):
-      array = tensor_util.make_ndarray(event.tensor_proto)
-      if array.size != 1:
-        continue
-      values[int(event.step)] = float(array.reshape(()))
-      walls.append(event.wall_time)
-    series[tag] = values
-  for tag in tags.get("scalars", []):
-    values = series.setdefault(tag, {})
-    for event in acc.Scalars(tag):
-      values[int(event.step)] = float(event.value)
-      walls.append(event.wall_time)
-  scalars = {tag: sorted(values.items()) for tag, values in series.items() if values}
-  return scalars, ((min(walls), max(walls)) if walls else None)
-
-
 def _validation_from_events(directory):
-  scalars, _ = read_scalars(directory)
+  scalars, _ = run_dir.read_scalars(directory)
   rows = {}
   for tag in run_dir.EVAL_METRICS:
     for step, value in scalars.get(tag, []):
@@ -174,7 +141,7 @@ def load_run(path, name=None):
   if not run_dir.is_run(path):
     raise NotARunError(f"{path!r} is not a training run (no {run_dir.RUN_INFO}, {run_dir.FLAGS_TXT} or "
                        f"{run_dir.TRAIN_SUBDIR}/ events).")
-  train, walls = read_scalars(os.path.join(path, run_dir.TRAIN_SUBDIR))
+  train, walls = run_dir.read_scalars(os.path.join(path, run_dir.TRAIN_SUBDIR))
   val_dir = run_dir.eval_dir(path, "validation")
   validation = run_dir.read_results(val_dir) or _validation_from_events(val_dir)
   return Run(
@@ -320,24 +287,26 @@ def columns_for(rows):
   return COLUMNS + (EXPORT_COLUMNS if exported else ()) + (WARNING_COLUMNS if warned else ())
 
 
-def format_csv(rows):
-  columns = columns_for(rows)
+def format_csv(rows, extra=()):
+  """results.csv; `extra`: (key, format) columns appended (report_stats: intervals, seeds)."""
+  columns = list(columns_for(rows)) + [(key, key, fmt, fmt) for key, fmt in extra]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
   writer.writerow([key for key, *_ in columns])
   for row in rows:
-    writer.writerow(["" if row[key] is None else fmt(row[key]) for key, _, fmt, _ in columns])
+    writer.writerow(["" if row.get(key) is None else fmt(row[key]) for key, _, fmt, _ in columns])
   return out.getvalue()
 
 
 def format_markdown_table(rows):
   """The report's table in Markdown, padded into aligned columns (cli.markdown_table)."""
   columns = columns_for(rows)
-  body = [["n/a" if row[key] is None else fmt(row[key]) for key, _, _, fmt in columns] for row in rows]
+  body = [["n/a" if row[key] is None else fmt(row[key]) + report_stats.interval_text(row, key)
+           for key, _, _, fmt in columns] for row in rows]
   return cli.markdown_table([h for _, h, *_ in columns], body, [fmt is not str for _, _, _, fmt in columns]) + "\n"
 
 
-def format_markdown(rows, runs, trained=None):
+def format_markdown(rows, runs, trained=None, analysis=None):
   parts = ["# Run comparison", "", format_markdown_table(rows)]
   if trained is not None:
     names = [run.name for run in runs if fileio.abspath(run.path) in trained]
@@ -361,6 +330,10 @@ def format_markdown(rows, runs, trained=None):
     parts[-1:-1] = [f"Export (RUN/{run_dir.EXPORT_SUBDIR}/{run_dir.EXPORT_REPORT}): file sizes in MB; *int8 test "
                     "top-1*: the int8 TFLite model on the test split; *CPU ms/img*: batch 1 on one thread, the int8 "
                     "TFLite model (else the float32 one).", ""]
+  parts[-1:-1] = ["Intervals in brackets: 95 % Wilson score intervals of each accuracy over its number of images "
+                  "(results.csv: `<column>_ci_low`, `<column>_ci_high`).", ""]
+  if analysis is not None:
+    parts += [report_stats.markdown(analysis, rows=rows)]
   parts += [f"![{name}]({name})" for name in REPORT_FILES if name.endswith(".png")]
   return "\n".join(parts) + "\n"
 
@@ -375,6 +348,7 @@ class Report:
   paths: dict  # file name -> path
   secs: float = 0.0  # how long reading the runs and writing the report took
   trained: list = None  # names of the runs this invocation trained (the study), or None
+  analysis: object = None  # report_stats.Analysis
 
 
 def default_output_dir(run_dirs):
@@ -385,27 +359,31 @@ def default_output_dir(run_dirs):
   return os.path.join(parents.pop(), run_dir.REPORT_SUBDIR)
 
 
-def write_report(run_dirs, output_dir=None, trained=None):
+def write_report(run_dirs, output_dir=None, trained=None, commands=None):
   """Reads the runs and writes the table and plots into `output_dir`; returns a Report.
 
   `trained`: the run directories this invocation trained (the study), said in results.md; None: not said.
+  `commands`: [(what, command)] that reproduce the runs, report.html's last section (the study's).
   """
   start = time.monotonic()
   run_dirs = resolve_run_dirs(list(run_dirs))
   output_dir = output_dir or default_output_dir(run_dirs)
   runs = [load_run(p, name) for p, name in zip(run_dirs, _display_names(run_dirs))]
   rows = [summarize(run) for run in runs]
+  analysis = report_stats.analyse(runs, rows)
   fileio.makedirs(output_dir)
   paths = {name: os.path.join(output_dir, name) for name in REPORT_FILES}
-  fileio.write_text_atomic(paths["results.csv"], format_csv(rows))
+  fileio.write_text_atomic(paths["results.csv"], format_csv(rows, report_stats.csv_columns(rows, analysis.seeds)))
   trained = None if trained is None else {fileio.abspath(p) for p in trained}
-  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained))
-  plots.plot_loss(runs, paths["loss.png"])
-  plots.plot_val_accuracy(runs, paths["val_accuracy.png"])
-  plots.plot_steps_per_hour(rows, paths["steps_per_hour.png"])
-  plots.plot_accuracy_vs_params(rows, paths["accuracy_vs_params.png"])
+  fileio.write_text_atomic(paths["results.md"], format_markdown(rows, runs, trained, analysis))
+  paths.update(report_stats.write_files(analysis, output_dir))
+  report_plots.write_plots(runs, rows, analysis.groups if analysis.seeds else None, paths)
+  shown = {key for key, *_ in columns_for(rows)}
+  report_html.write(paths["report.html"], report_html.page_for(
+      output_dir, runs, rows, analysis, columns=[c for c in COLUMNS + WARNING_COLUMNS if c[0] in shown],
+      export_columns=EXPORT_COLUMNS, commands=commands, paths=paths))
   return Report(output_dir=output_dir, rows=rows, markdown_table=format_markdown_table(rows), paths=paths,
-                secs=time.monotonic() - start,
+                secs=time.monotonic() - start, analysis=analysis,
                 trained=None if trained is None else [r.name for r in runs if fileio.abspath(r.path) in trained])
 
 
@@ -418,8 +396,12 @@ def print_report(report, out=None):
   for row in report.rows:
     if row.get("status"):
       print(f"WARNING {row['run']}: {row['status']}: not a result (see {report.paths['results.md']}).", file=out)
-  print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']})", file=out)
+  if report.analysis is not None and report.analysis.ranking:
+    print(report.analysis.ranking, file=out)
+  print(f"Report: {report.paths['results.md']} (CSV: {report.paths['results.csv']}, {report.paths['pairwise.csv']})",
+        file=out)
   print("Plots: " + ", ".join(report.paths[n] for n in REPORT_FILES if n.endswith(".png")), file=out)
+  print(f"Page (everything above, one file): {report.paths['report.html']}", file=out)
   out.flush()
 
 

@@ -96,7 +96,8 @@ def run_demo():
   cfg = study.StudyConfig(
       dataset_name=DATASET_NAME, dataset_dir=DATASET_DIR, runs_dir=RUNS_DIR, train_flags=train_flags(),
       eval_batch_size=EVAL_BATCH_SIZE, eval_interval_secs=EVAL_INTERVAL_SECS, eval_image_size=IMAGE_SIZE,
-      max_number_of_steps=MAX_STEPS, export=EXPORT, parallel_models=PARALLEL_MODELS)
+      max_number_of_steps=MAX_STEPS, export=EXPORT, parallel_models=PARALLEL_MODELS,
+      command="python -m slimflowers.demo")
   report = study.run_study(cfg, list(MODELS), supervisor=supervisor)
   scored = [r for r in report.rows if r["best_val_accuracy"] is not None]
   print()
@@ -115,8 +116,11 @@ def run_demo():
             f"--model={_rel(export_dir)} path/to/photos/  (or the phone model {_rel(export_dir)}/model_int8.tflite)")
   print(f"Time per phase{' (the models side by side: their phases overlap)' if PARALLEL_MODELS > 1 else ''}: "
         f"{describe_phases(supervisor.durations) or 'nothing left to do'}; report {report.secs:.0f} s.")
+  if report.analysis is not None and report.analysis.ranking:
+    print(report.analysis.ranking)
   print(f"Demo finished in {(time.monotonic() - start) / 60:.1f} min.")
   print("Next: your own data -- see README.md (python -m slimflowers.study --models=... --runs_dir=...).")
+  print(f"The whole report on one page (opens from disk): {_rel(report.paths['report.html'])}")
 
 
 def describe_phases(durations):

@@ -52,6 +52,7 @@ from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.core import run_dir
 from slimflowers.study import children as children_lib
+from slimflowers.study.seeds import base_seed, run_name, run_path, seed_flags  # pylint: disable=unused-import
 
 REPO_DIR = cli.REPO_DIR
 TRAIN_SCRIPT = os.path.join(REPO_DIR, "train_image_classifier.py")
@@ -84,7 +85,7 @@ def training_done(train_dir, max_number_of_steps=None):
       info.get("stopped_early"))
 
 
-def check_unchanged(cfg, model, train_dir):
+def check_unchanged(cfg, model, train_dir, seed_index=0):
   """Before a finished run is skipped: the lines the trainer would warn with; StudyError with the trainer's own
   line when this study's flags would change the run (slimflowers/train/run_record.py)."""
   from slimflowers.train import run_record  # pylint: disable=g-import-not-at-top
@@ -94,7 +95,7 @@ def check_unchanged(cfg, model, train_dir):
   from slimflowers.train import flags as train_flags  # pylint: disable=g-import-not-at-top
   from slimflowers.train import program as train  # pylint: disable=g-import-not-at-top  (TensorFlow: when it runs)
   try:
-    return train.preflight(train_flags.parse(train_command(cfg, model)[2:])).warnings
+    return train.preflight(train_flags.parse(train_command(cfg, model, seed_index)[2:])).warnings
   except errors.UserError as e:
     raise StudyError(f"{model}: {e}") from e
 
@@ -149,7 +150,9 @@ class StudyConfig:
   parallel_models: int = 1         # models trained at once, the CPU cores shared out (child_env)
   early_stopping_patience: int = 0  # evaluations without improvement before the evaluator stops the trainer
   early_stopping_min_delta: float = 0.0
+  seeds: int = 1                   # runs per model, seeds --seed, --seed + 1, ... (run_name)
   python: str = sys.executable
+  command: str = None              # the command that started the study (the report's reproduction section)
 
 
 def child_env(cfg):
@@ -160,17 +163,18 @@ def child_env(cfg):
   return {"TF_NUM_INTRAOP_THREADS": str(max(1, (os.cpu_count() or 1) // cfg.parallel_models))}
 
 
-def train_command(cfg, model):
+def train_command(cfg, model, seed_index=0):
   """The trainer's command; `--checkpoint_path=imagenet` reaches only the models that have ImageNet weights."""
   from slimflowers.core import pretrained  # pylint: disable=g-import-not-at-top  (imports the nets)
   own = [f for f in cfg.train_flags if f != f"--checkpoint_path={pretrained.IMAGENET}" or pretrained.has_weights(model)]
-  return [cfg.python, TRAIN_SCRIPT, f"--train_dir={os.path.join(cfg.runs_dir, model)}",
-          f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}", f"--model_name={model}", *own]
+  return [cfg.python, TRAIN_SCRIPT, f"--train_dir={run_path(cfg, model, seed_index)}",
+          f"--dataset_name={cfg.dataset_name}", f"--dataset_dir={cfg.dataset_dir}", f"--model_name={model}", *own,
+          *seed_flags(cfg, seed_index)]
 
 
-def eval_command(cfg, model, *, test_split=None):
+def eval_command(cfg, model, *, test_split=None, seed_index=0):
   """The continuous validation evaluator of `model`'s run; with `test_split`, it also evaluates the final splits."""
-  train_dir = os.path.join(cfg.runs_dir, model)
+  train_dir = run_path(cfg, model, seed_index)
   cmd = [cfg.python, EVAL_SCRIPT, f"--checkpoint_path={train_dir}", f"--dataset_name={cfg.dataset_name}",
          f"--dataset_dir={cfg.dataset_dir}", "--dataset_split_name=validation", f"--model_name={model}",
          f"--batch_size={cfg.eval_batch_size}", "--continuous", f"--eval_interval_secs={cfg.eval_interval_secs}",
@@ -191,8 +195,8 @@ def eval_command(cfg, model, *, test_split=None):
   return cmd
 
 
-def export_command(cfg, model, *, verify_split):
-  train_dir = os.path.join(cfg.runs_dir, model)
+def export_command(cfg, model, *, verify_split, seed_index=0):
+  train_dir = run_path(cfg, model, seed_index)
   cmd = [cfg.python, EXPORT_SCRIPT, f"--checkpoint_path={run_dir.best_dir(run_dir.eval_dir(train_dir, 'validation'))}",
          f"--output_dir={os.path.join(train_dir, run_dir.EXPORT_SUBDIR)}", f"--dataset_dir={cfg.dataset_dir}",
          f"--quantize={','.join(EXPORT_QUANTIZE)}", f"--verify_split={verify_split}"]
@@ -209,25 +213,27 @@ def exported_step(train_dir):
 
 # ----------------------------------------------------------------------------- One model
 
-def run_model(cfg, model, *, has_test, supervisor=None):
-  """Trains and evaluates one model, skipping the parts already done. Returns its train_dir."""
+def run_model(cfg, model, *, has_test, supervisor=None, seed_index=0):
+  """Trains and evaluates one model (its `seed_index`-th seed), skipping the parts already done; its train_dir."""
   supervisor = supervisor or children_lib.Supervisor()
-  train_dir = os.path.join(cfg.runs_dir, model)
+  train_dir = run_path(cfg, model, seed_index)
   train_log, eval_log = os.path.join(train_dir, run_dir.TRAIN_LOG), os.path.join(train_dir, run_dir.EVAL_LOG)
   test_split = "test" if has_test else None
+  model_name, model = model, run_name(cfg, model, seed_index)  # `model` below: the run's name in every line
 
   def evaluator():
-    return supervisor.start(f"{model} eval", eval_command(cfg, model, test_split=test_split), eval_log,
-                            env=child_env(cfg))
+    return supervisor.start(f"{model} eval", eval_command(cfg, model_name, test_split=test_split,
+                                                          seed_index=seed_index), eval_log, env=child_env(cfg))
 
   if training_done(train_dir, cfg.max_number_of_steps):
-    for line in check_unchanged(cfg, model, train_dir):
+    for line in check_unchanged(cfg, model_name, train_dir, seed_index):
       supervisor.say(f"{model}: WARNING: {line}")
     supervisor.say(f"{model}: training already finished at step {final_step(train_dir)} ({train_dir})")
   else:
     supervisor.say(f"{model}: training in {train_dir}, validation evaluator beside it (logs: {train_log}, "
                    f"{eval_log})")
-    trainer = supervisor.start(f"{model} train", train_command(cfg, model), train_log, env=child_env(cfg))
+    trainer = supervisor.start(f"{model} train", train_command(cfg, model_name, seed_index), train_log,
+                               env=child_env(cfg))
     supervisor.wait(model, [trainer, evaluator()])
     if not training_done(train_dir):
       raise StudyFailed(f"{model}: the trainer exited cleanly but {train_dir}/{run_dir.RUN_INFO} does not say "
@@ -242,11 +248,12 @@ def run_model(cfg, model, *, has_test, supervisor=None):
   else:
     supervisor.say(f"{model}: every evaluation is done ({train_dir})")
   if cfg.export:
-    export_best(cfg, model, train_dir, test_split or "validation", supervisor)
+    export_best(cfg, model, train_dir, test_split or "validation", supervisor, model_name=model_name,
+                seed_index=seed_index)
   return train_dir
 
 
-def export_best(cfg, model, train_dir, verify_split, supervisor):
+def export_best(cfg, model, train_dir, verify_split, supervisor, *, model_name=None, seed_index=0):
   """Exports the best-validation checkpoint into RUN/export/ (once per best step). A failed check is reported,
   not fatal: the files and export_report.json are kept and the report shows the numbers."""
   best = run_dir.read_best(run_dir.eval_dir(train_dir, "validation")).get("step")
@@ -259,8 +266,8 @@ def export_best(cfg, model, train_dir, verify_split, supervisor):
   supervisor.say(f"{model}: exporting the best checkpoint (step {best}) and checking it on {verify_split}")
   log = os.path.join(train_dir, run_dir.EVAL_LOG)
   try:
-    supervisor.wait(model, [supervisor.start(f"{model} export", export_command(cfg, model, verify_split=verify_split),
-                                             log, env=child_env(cfg))])
+    command = export_command(cfg, model_name or model, verify_split=verify_split, seed_index=seed_index)
+    supervisor.wait(model, [supervisor.start(f"{model} export", command, log, env=child_env(cfg))])
   except children_lib.ChildFailed as e:
     if e.returncode != 1 or exported_step(train_dir) != best:
       raise
@@ -297,32 +304,50 @@ def run_study(cfg, models, *, out=None, supervisor=None):
                    + (f"; no ImageNet weights for {', '.join(without)}: trained from random init" if without else ""))
   has_test = "test" in dataset_splits(cfg.dataset_name, cfg.dataset_dir)
   fileio.makedirs(cfg.runs_dir)
-  # What this invocation trains (the report says so): the models whose runs were not finished before it.
-  to_train = [m for m in models if not training_done(os.path.join(cfg.runs_dir, m), cfg.max_number_of_steps)]
-  supervisor.say(f"{len(models)} model(s): {', '.join(models)}; dataset {cfg.dataset_name} ({cfg.dataset_dir}, "
-                 f"{'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
-  def one(i, model):
-    supervisor.say(f"===== model {i}/{len(models)}: {model} =====")
+  # One run per model and seed, scheduled alike, the first seeds of every model first (a study stopped early has one
+  # run of each). What this invocation trains (the report says so): the runs not finished before it.
+  units = [(model, i) for i in range(max(1, cfg.seeds)) for model in models]
+  to_train = [run_path(cfg, m, i) for m, i in units if not training_done(run_path(cfg, m, i), cfg.max_number_of_steps)]
+  seeds = f", {cfg.seeds} seeds each ({len(units)} runs)" if cfg.seeds > 1 else ""
+  supervisor.say(f"{len(models)} model(s): {', '.join(models)}{seeds}; dataset {cfg.dataset_name} "
+                 f"({cfg.dataset_dir}, {'with' if has_test else 'no'} test split); runs in {cfg.runs_dir}")
+  def one(i, unit):
+    model, seed_index = unit
+    name = run_name(cfg, model, seed_index)
+    supervisor.say(f"===== {'model' if cfg.seeds <= 1 else 'run'} {i}/{len(units)}: {name} =====")
     start = time.monotonic()
-    train_dir = run_model(cfg, model, has_test=has_test, supervisor=supervisor)
-    supervisor.say(f"{model}: done in {time.monotonic() - start:.0f}s")
+    extra = {"seed_index": seed_index} if seed_index else {}
+    train_dir = run_model(cfg, model, has_test=has_test, supervisor=supervisor, **extra)
+    supervisor.say(f"{name}: done in {time.monotonic() - start:.0f}s")
     return train_dir
 
   with children_lib.StopOnSignals(supervisor.say):
     try:
       if cfg.parallel_models <= 1:
-        run_dirs = [one(i, model) for i, model in enumerate(models, 1)]
+        run_dirs = [one(i, unit) for i, unit in enumerate(units, 1)]
       else:
-        run_dirs = _side_by_side(cfg, models, one, supervisor)
+        run_dirs = _side_by_side(cfg, units, one, supervisor)
     finally:
       supervisor.stop()  # whatever an interrupt or error left running
   # The report covers every run in runs_dir, not only this invocation's --models.
   others = [p for p in compare.runs_in(cfg.runs_dir) if fileio.abspath(p) not in {fileio.abspath(d) for d in run_dirs}]
   report = compare.write_report(run_dirs + others, os.path.join(cfg.runs_dir, run_dir.REPORT_SUBDIR),
-                                trained=[os.path.join(cfg.runs_dir, m) for m in to_train])
+                                trained=to_train, commands=reproduction(cfg, units, has_test))
   compare.print_report(report, supervisor.out)
   supervisor.say(f"TensorBoard (all runs, train and eval curves, HPARAMS tab): tensorboard --logdir {cfg.runs_dir}")
   return report
+
+
+def reproduction(cfg, units, has_test):
+  """[(what, command)]: the study's command, then each run's trainer and evaluator (the report's last section)."""
+  commands = [("the study", cfg.command)] if cfg.command else []
+  for model, i in units:
+    name = run_name(cfg, model, i)
+    test = "test" if has_test else None
+    commands.append((f"{name}: training", shlex.join(["python"] + train_command(cfg, model, i)[1:])))
+    commands.append((f"{name}: evaluation", shlex.join(["python"] + eval_command(cfg, model, test_split=test,
+                                                                                   seed_index=i)[1:])))
+  return commands
 
 
 def _side_by_side(cfg, models, one, supervisor):
@@ -378,6 +403,11 @@ def define_flags():
                        "stopping'). 0: never.", lower_bound=0)
   flags.DEFINE_float("early_stopping_min_delta", 0.0, "The validation accuracy gain that counts as an improvement.",
                      lower_bound=0)
+  flags.DEFINE_integer("seeds", 1, "Train each model this many times, with seeds --seed, --seed+1, ... (data "
+                       "order, initialization, augmentation): one run directory each, RUNS/<model> for the first, "
+                       "RUNS/<model>-seed<S> for the others. The report adds the mean, standard deviation, min and "
+                       "max across seeds and compares the models seed by seed and on their means. A re-run with "
+                       "more seeds trains only the missing ones.", lower_bound=1)
   flags.mark_flags_as_required(["models", "runs_dir", "dataset_dir"])
 
 
@@ -404,7 +434,8 @@ def config_from_flags():
       eval_num_gpus=FLAGS.eval_num_gpus, eval_image_size=FLAGS.train_image_size,
       preprocessing_name=FLAGS.preprocessing_name, use_ema=bool(FLAGS.moving_average_decay),
       max_number_of_steps=FLAGS.max_number_of_steps, export=FLAGS.export, parallel_models=FLAGS.parallel_models,
-      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta)
+      early_stopping_patience=FLAGS.early_stopping_patience, early_stopping_min_delta=FLAGS.early_stopping_min_delta,
+      seeds=FLAGS.seeds, command=shlex.join(["python", "-m", "slimflowers.study"] + sys.argv[1:]))
 
 
 def main(argv):
