@@ -306,6 +306,7 @@ def test_sigint_side_by_side_stops_every_model_and_exits_130(tmp_path):
 # ----------------------------------------------------------------------------- End to end, real scripts
 
 PLOT_SIZE = (800, 500)  # compare.py's figures: 8 x 5 inches at 100 dpi
+FRONTIER_SIZE = (1100, 800)  # report_plots.py's frontier: four panels, 11 x 8 inches at 100 dpi
 
 
 def _markdown_table(text):
@@ -322,6 +323,13 @@ def _markdown_table(text):
   return [dict(zip(header, cells)) for cells in body]
 
 
+def _value_and_interval(cell):
+  """'22.22 [6.3, 54.7]' -> ('22.22', ('6.3', '54.7')); '22.22' -> ('22.22', None)."""
+  m = re.fullmatch(r"(\S+)(?: \[(\S+), (\S+)\])?", cell)
+  assert m, cell
+  return m.group(1), (m.group(2), m.group(3)) if m.group(2) else None
+
+
 def _check_markdown_report(report, runs, csv_rows):
   """results.md: one row per model whose numbers are results.jsonl's (in %), each run's path, and every plot it
   shows is a PNG that decodes at the figure's size."""
@@ -336,21 +344,26 @@ def _check_markdown_report(report, runs, csv_rows):
     final = [r for r in val if r["step"] == 6][-1]
     assert md["run"] == row["run"] == row["model"] and md["dataset"] == "folder" and md["size"] == "32"
     assert md["steps"] == "6" and md["params"] == f"{info['trainable_params']:,}"
-    assert md["final val %"] == f"{100 * final['accuracy']:.2f}"
-    assert md["test top-1 %"] == f"{100 * _jsonl(run / 'eval_test' / 'results.jsonl')[-1]['accuracy']:.2f}"
-    assert md["final val %"] == f"{100 * float(row['final_val_accuracy']):.2f}"  # the same number as the CSV's
+    final_val, interval = _value_and_interval(md["final val %"])
+    assert final_val == f"{100 * final['accuracy']:.2f}" == f"{100 * float(row['final_val_accuracy']):.2f}"
+    if interval:  # the 95 % Wilson interval, the same as the CSV's columns
+      assert interval == tuple(f"{100 * float(row[f'final_val_accuracy_ci_{end}']):.1f}" for end in ("low", "high"))
+    test_top1, _ = _value_and_interval(md["test top-1 %"])
+    assert test_top1 == f"{100 * _jsonl(run / 'eval_test' / 'results.jsonl')[-1]['accuracy']:.2f}"
     if row["best_val_accuracy"]:
-      assert md["best val %"] == f"{100 * float(row['best_val_accuracy']):.2f}" and md["@ step"] == row["best_val_step"]
+      assert _value_and_interval(md["best val %"])[0] == f"{100 * float(row['best_val_accuracy']):.2f}"
+      assert md["@ step"] == row["best_val_step"]
     else:
       assert md["best val %"] == "n/a" and md["warning"] == row["status"]
     assert f"- `{row['run']}`: `{run}`" in text
   images = re.findall(r"!\[([^\]]*)\]\(([^)]*)\)", text)
   assert [target for _, target in images] == ["loss.png", "val_accuracy.png", "steps_per_hour.png",
-                                              "accuracy_vs_params.png"]
+                                              "accuracy_vs_params.png", "frontier.png"]
   for _, target in images:
     with Image.open(report / target) as image:
       image.load()  # decodes every pixel: a truncated file fails here
-      assert image.format == "PNG" and image.size == PLOT_SIZE, (target, image.format, image.size)
+      size = FRONTIER_SIZE if target == "frontier.png" else PLOT_SIZE
+      assert image.format == "PNG" and image.size == size, (target, image.format, image.size)
 
 MODELS = ("cifarnet", "mobilenet_v1_025")
 
