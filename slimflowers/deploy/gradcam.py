@@ -34,8 +34,8 @@ from slimflowers.core import errors
 from slimflowers.core import fileio
 from slimflowers.data import preprocessing
 from slimflowers.deploy import serving
-from slimflowers.eval import exact
 from slimflowers.eval import model_source
+from slimflowers.eval import tta
 
 MANIFEST = "explain_manifest.json"
 OVERLAY_ALPHA = 0.4  # the keras.io Grad-CAM example's heatmap weight over the photo (SOURCES.md §9)
@@ -77,7 +77,7 @@ class GradCam:
     self.traces += 1  # Python side effect: runs once per tracing, not per call
     with tf.GradientTape() as tape:
       features, outputs = self._model(images, training=False)
-      logits = tf.cast(exact.logits_of(outputs), tf.float32)
+      logits = tf.cast(tta.logits_of(outputs), tf.float32)
       classes = tf.where(classes < 0, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
       # Each image's score depends on its own features only (inference mode), so one gradient of the sum
       # gives every image's gradient.

@@ -70,13 +70,9 @@ def read_train_accuracy(prefix):
   return None
 
 
-def logits_of(outputs):
-  return outputs["logits"] if isinstance(outputs, dict) else outputs
-
-
 def inference_logits(model, images):
   """The model's main logits for `images` in inference mode, as float32 (also under mixed precision)."""
-  return tf.cast(logits_of(model(images, training=False)), tf.float32)
+  return tf.cast(tta_lib.logits_of(model(images, training=False)), tf.float32)
 
 
 class ExactEvaluator:

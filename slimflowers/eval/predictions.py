@@ -164,13 +164,13 @@ class PerExample:
 
   def _step_fn(self, evaluator):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from slimflowers.eval import exact  # pylint: disable=g-import-not-at-top
+    from slimflowers.eval import tta  # pylint: disable=g-import-not-at-top
     strategy, model, num_classes = evaluator.strategy, evaluator.model, evaluator.num_classes
 
     def replica_step(batch):
       labels = batch["label"]
       mask = batch["mask"] if "mask" in batch else tf.ones_like(labels)
-      logits = exact.logits_of(model(batch["image"], training=False))
+      logits = tta.logits_of(model(batch["image"], training=False))
       counts = metrics.batch_counts(logits, labels, mask, num_classes)
       probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
       predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)  # as batch_counts

@@ -18,7 +18,8 @@ MODES = tuple(VIEWS)
 CROP_FRACTION = 0.875  # TF-Slim's eval central crop
 
 
-def _logits(outputs):
+def logits_of(outputs):
+  """A net's main logits: the tensor itself, or the "logits" entry of a net with auxiliary outputs."""
   return outputs["logits"] if isinstance(outputs, dict) else outputs
 
 
@@ -44,10 +45,10 @@ def views(images, mode):
 def logits(model, images, mode):
   """`model`'s logits on `images`, averaged over the views of `mode` (float32)."""
   if mode in (None, NONE):
-    return tf.cast(_logits(model(images, training=False)), tf.float32)
+    return tf.cast(logits_of(model(images, training=False)), tf.float32)
   batch = tf.shape(images)[0]
   stacked = tf.concat(views(images, mode), axis=0)  # one call of the net for every view
-  out = tf.cast(_logits(model(stacked, training=False)), tf.float32)
+  out = tf.cast(logits_of(model(stacked, training=False)), tf.float32)
   return tf.reduce_mean(tf.reshape(out, [VIEWS[mode], batch, -1]), axis=0)
 
 
